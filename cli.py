@@ -1,0 +1,69 @@
+"""The ``noiseal-ray`` command line: assembles the command modules and maps errors to exit codes.
+
+    noiseal-ray run                       # sample corpus, local Ray, offline models
+    noiseal-ray run --data corpus.csv --out runs/x --workers 8 --annotator llm
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from noiseal_ray.commands import corrupt as _corrupt
+from noiseal_ray.commands import models as _models
+from noiseal_ray.commands import run as _run
+from noiseal_ray.errors import NoisealError
+
+app = typer.Typer(
+    name="noiseal-ray",
+    help="Find and fix wrong labels in text-classification corpora (NoiseAL on Ray).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("run")(_run.run)
+app.command("corrupt")(_corrupt.corrupt)
+app.add_typer(_models.app, name="models")
+
+# Optional command groups: registered when their module is present.
+for _name in ("predict", "serve", "report", "export", "bench"):
+    try:
+        _mod = __import__(f"noiseal_ray.commands.{_name}", fromlist=[_name])
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"noiseal_ray.commands.{_name}":
+            raise
+        continue
+    if hasattr(_mod, "app"):
+        app.add_typer(_mod.app, name=_name)
+    else:
+        app.command(_name)(getattr(_mod, _name))
+
+
+def main() -> None:
+    """Console-script entry point: known errors print one line and exit with their code."""
+    try:
+        app(standalone_mode=False)
+    except NoisealError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+    except (typer.Exit,) as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Annotators relabel the purified set P given demonstrations retrieved from the clean set R."""

@@ -1,0 +1,71 @@
+"""`noiseal-ray run`: the whole NoiseAL job on a corpus (local Ray or a cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from noiseal_ray.commands.options import Address, IdCol, LabelCol, Seed, TextCol
+
+
+def run(
+    data: Annotated[Optional[str], typer.Option("--data", help="Corpus (.csv/.jsonl/.parquet, local or URI). Default: the shipped sample.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (created; rerun the same command to resume).")] = Path("noiseal-out"),
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any run option; flags override it.")] = None,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+    clean_label_col: Annotated[Optional[str], typer.Option("--clean-label-col", help="True labels, for evaluation only.")] = None,
+    test_data: Annotated[Optional[str], typer.Option("--test-data", help="Clean test set: test accuracy per round.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray Train workers (DDP) [default: 2].")] = None,
+    annotator: Annotated[Optional[str], typer.Option("--annotator", help="none | knn | llm [default: knn].")] = None,
+    address: Address = None,
+    seed: Seed = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", min=0)] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", min=0)] = None,
+    strong_model: Annotated[Optional[str], typer.Option("--strong-model", help="Encoder folder or hub id (default: packaged MiniLM).")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="LLM folder or hub id (default: packaged SmolLM2).")] = None,
+    llm_endpoint: Annotated[Optional[str], typer.Option("--llm-endpoint", help="Use this OpenAI-compatible endpoint instead of deploying one.")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", min=8, help="Max tokens per text [default: 128].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Per-worker batch [default: 32].")] = None,
+    hard_policy: Annotated[Optional[str], typer.Option("--hard-policy", help="Final label of H: strong | given.")] = None,
+    storage_path: Annotated[Optional[str], typer.Option("--storage-path", help="Ray Train storage (URI on multi-node).")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, do nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Find and fix wrong labels: co-train, partition into R/P/H, relabel P, write labels.parquet.
+
+    Examples:
+      noiseal-ray run                      # shipped sample, local Ray, offline models
+      noiseal-ray run --data tickets.csv --text-col body --label-col queue --out runs/tickets --workers 8
+    """
+    from noiseal_ray.config import make_config
+    from noiseal_ray.pipeline import Progress, apply_sample_defaults, run_pipeline
+
+    overrides = dict(data=data, text_col=text_col, label_col=label_col, id_col=id_col,
+                     clean_label_col=clean_label_col, test_data=test_data, workers=workers, annotator=annotator,
+                     address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds,
+                     strong_model=strong_model, llm_model=llm_model, llm_endpoint=llm_endpoint,
+                     max_length=max_length, batch_size=batch_size, hard_policy=hard_policy,
+                     storage_path=storage_path, report=False if no_report else None)
+    cfg = apply_sample_defaults(make_config(file=config_file, overrides=overrides))
+    if dry_run:
+        from noiseal_ray.plan import describe_plan
+
+        typer.echo(describe_plan(config=cfg, out=str(out)))
+        return
+    typer.echo(f"noiseal-ray run: {cfg.data} -> {out} ({cfg.workers} workers, annotator {cfg.annotator})")
+    metrics = run_pipeline(config=cfg, out=str(out), progress=Progress(enabled=not quiet))
+    fin = metrics.get("final", {})
+    line = f"done: {metrics['rows']} rows, R {fin['sizes']['R']} P {fin['sizes']['P']} H {fin['sizes']['H']}, " \
+           f"{fin.get('changed', 0)} labels changed"
+    if "recovery" in fin:
+        rec = fin["recovery"]
+        line += f"; label accuracy {rec['given_accuracy']:.3f} -> {rec['final_accuracy']:.3f}"
+    if "test_accuracy_last" in fin:
+        line += f"; test accuracy {fin['test_accuracy_last']:.4f}"
+    typer.echo(line)
+    typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json")

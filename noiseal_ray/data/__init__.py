@@ -1,0 +1,1 @@
+"""Corpus I/O and synthetic label noise."""

@@ -1,0 +1,82 @@
+"""Final labels and per-round statistics from a round table (numpy only, batch-wise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from noiseal_ray.partition import CODES
+
+
+def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,
+                 hard_policy: str) -> np.ndarray:
+    """Final label ids, shape (n,).
+
+    R keeps the given label. P takes the annotator's label, or the strong model's prediction
+    when the annotator gave none (annotator "none", or a recorded failure). H keeps the given
+    label (policy "given") or takes the strong model's prediction (policy "strong").
+    """
+    out = given.copy()
+    p = part == CODES["P"]
+    out[p] = np.where(llm[p] >= 0, llm[p], pred[p])
+    if hard_policy == "strong":
+        h = part == CODES["H"]
+        out[h] = pred[h]
+    return out
+
+
+STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
+             "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
+             "given_right", "fixed", "broken", "llm_right", "llm_known", "changed")
+
+
+def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str) -> dict[str, np.ndarray]:
+    """One row of counts for a batch of a round table; summed over the dataset by the caller."""
+    part = batch["part"].astype(np.int64)
+    given = batch["label"].astype(np.int64)
+    llm = batch["llm_label"].astype(np.int64)
+    final = final_labels(part=part, given=given, llm=llm, pred=batch["pred"].astype(np.int64),
+                         hard_policy=hard_policy)
+    clean = batch["clean_label"].astype(np.int64)
+    known = clean >= 0
+    wrong = known & (given != clean)
+    flagged = part != CODES["R"]
+    now = batch["llm_round"].astype(np.int64) == round_no
+    err = np.array([bool(e) for e in batch["llm_error"]]) if len(part) else np.zeros(0, bool)
+    s = {
+        "n": len(part), "R": (part == 0).sum(), "P": (part == 1).sum(), "H": (part == 2).sum(),
+        "annotated": (llm >= 0).sum(), "annotated_now": now.sum(),
+        "cached_now": (now & batch["llm_cached"].astype(bool)).sum(), "failed_now": (now & err).sum(),
+        "truncated": batch["truncated"].astype(bool).sum(),
+        "known": known.sum(), "wrong": wrong.sum(), "flagged": (flagged & known).sum(),
+        "flagged_wrong": (flagged & wrong).sum(), "p_wrong": ((part == 1) & wrong).sum(),
+        "p_flagged": ((part == 1) & known).sum(),
+        "final_right": (known & (final == clean)).sum(), "given_right": (known & (given == clean)).sum(),
+        "fixed": (wrong & (final == clean)).sum(), "broken": (known & ~wrong & (final != clean)).sum(),
+        "llm_right": (known & (llm >= 0) & (llm == clean)).sum(), "llm_known": (known & (llm >= 0)).sum(),
+        "changed": (final != given).sum(),
+    }
+    return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
+
+
+def summarise(counts: dict[str, int]) -> dict:
+    """Turn summed counts into the per-round metrics block of metrics.json."""
+    def ratio(a: str, b: str) -> float | None:
+        return counts[a] / counts[b] if counts.get(b) else None
+
+    out = {"sizes": {k: counts[k] for k in ("R", "P", "H")}, "rows": counts["n"],
+           "annotator": {"annotated_total": counts["annotated"], "new_answers": counts["annotated_now"],
+                         "cache_hits": counts["cached_now"], "failed": counts["failed_now"],
+                         "queries": counts["annotated_now"] - counts["cached_now"]},
+           "truncated": counts["truncated"], "changed": counts["changed"]}
+    if counts.get("known"):
+        p = ratio("flagged_wrong", "flagged")
+        r = ratio("flagged_wrong", "wrong")
+        out["detection"] = {"precision": p, "recall": r,
+                            "f1": (2 * p * r / (p + r)) if p and r else 0.0,
+                            "p_precision": ratio("p_wrong", "p_flagged")}
+        out["recovery"] = {"given_accuracy": ratio("given_right", "known"),
+                           "final_accuracy": ratio("final_right", "known"),
+                           "fixed": ratio("fixed", "wrong"),
+                           "broken": counts["broken"] / max(counts["known"] - counts["wrong"], 1),
+                           "annotator_accuracy": ratio("llm_right", "llm_known")}
+    return out

@@ -1,0 +1,625 @@
+"""The NoiseAL round loop on Ray: ingest, warm-up, then per round score -> partition ->
+annotate -> train, and finalize. Resumable: every stage writes its output atomically and then
+records itself in ``manifest.json``; a rerun on the same ``--out`` skips completed stages.
+
+Run directory::
+
+    config.yaml  manifest.json  metrics.json  labels.parquet/  model/  report.html
+    rounds/r0/{table,init,model}/      base table, initial and warmed-up bundles
+    rounds/r{n}/{scored,table,model}/  scores, partition + annotator labels, trained bundle
+    checkpoints/                       Ray Train storage
+    llm_cache/                         LLM answers (annotator "llm")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from noiseal_ray.config import RunConfig, save_config
+from noiseal_ray.data.io import atomic_write_text, check_writable, replace_dir
+from noiseal_ray.errors import OutputError
+from noiseal_ray.partition import CODES, ThresholdState
+
+log = logging.getLogger("noiseal_ray")
+
+# Options that do not change results: a rerun may change them and still resume.
+RESUME_FREE = {"address", "report", "score_actors", "score_batch_size", "llm_concurrency", "llm_timeout_s",
+               "llm_retries", "llm_endpoint", "llm_api_key_env", "llm_min_replicas", "llm_max_replicas",
+               "llm_target_ongoing_requests", "max_failures", "storage_path", "annotator_fallback"}
+
+TABLE_DROP = ("probs", "embedding")
+
+
+def sample_data_path() -> str:
+    """The corpus shipped with the package (800 TREC questions, 30% symmetric noise)."""
+    return str(Path(__file__).parent / "sample_data" / "trec_800_sym30.csv")
+
+
+def apply_sample_defaults(config: RunConfig) -> RunConfig:
+    """With no --data, run on the shipped sample and evaluate against its clean labels."""
+    if config.data is None:
+        config.data = sample_data_path()
+        config.label_col = "noisy_label"
+        config.clean_label_col = config.clean_label_col or "label"
+        config.text_col = "text"
+        config.id_col = config.id_col or "id"
+        if config.test_data is None:
+            config.test_data = str(Path(__file__).parent / "sample_data" / "trec_test_200.csv")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# progress and manifest
+# ---------------------------------------------------------------------------------------------
+
+class Progress:
+    """One clear line per stage with counts, rate and time; quiet otherwise."""
+
+    def __init__(self, enabled: bool = True, echo: Callable[[str], None] | None = None):
+        self.enabled = enabled
+        self.echo = echo or (lambda s: print(s, flush=True))
+
+    @contextmanager
+    def stage(self, label: str, *, rows: int | None = None) -> Iterator[dict]:
+        info: dict = {}
+        t0 = time.time()
+        if self.enabled:
+            self.echo(f"  {label} ...")
+        yield info
+        dt = time.time() - t0
+        info["seconds"] = dt
+        if self.enabled:
+            n = info.get("rows", rows)
+            rate = f", {n / dt:,.0f} rows/s" if n and dt > 0 else ""
+            extra = f" ({info['note']})" if info.get("note") else ""
+            self.echo(f"  {label} done in {dt:.1f}s{rate}{extra}")
+
+
+@dataclass
+class Manifest:
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> "Manifest":
+        p = out / "manifest.json"
+        data = json.loads(p.read_text()) if p.is_file() else {"stages": [], "rounds": {}}
+        return cls(p, data)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"]
+
+    def mark(self, stage: str, **updates) -> None:
+        self.data.update(updates)
+        if stage not in self.data["stages"]:
+            self.data["stages"].append(stage)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray helpers
+# ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def ray_session(*, address: str | None, workers: int) -> Iterator[None]:
+    """Join ``address`` or start a local Ray sized to this machine; shut down only what we started."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict = {"include_dashboard": False, "configure_logging": True, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # Logical CPUs above the core count: train workers take one each and Ray Data's read
+        # tasks must still get a slot, or the pipeline waits forever on 2 cores.
+        ray.init(num_cpus=max(os.cpu_count() or 1, workers) + 2, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _data_context() -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # deterministic shards: resumed == uninterrupted
+    ctx.print_on_execution_start = False
+
+
+def _write(ds, final: Path) -> None:
+    tmp = final.parent / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.write_parquet(str(tmp))
+    replace_dir(tmp, final)
+
+
+def _read(path: Path, columns: list[str] | None = None):
+    import ray.data
+
+    return ray.data.read_parquet(str(path), columns=columns)
+
+
+def _cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# stages (each a function of its inputs; the loop below wires them)
+# ---------------------------------------------------------------------------------------------
+
+def ingest(*, config: RunConfig, table_dir: Path) -> dict:
+    """Read and validate the corpus on the driver, write the base round table; return its facts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from noiseal_ray.data.io import load_corpus
+
+    corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col,
+                         id_col=config.id_col, clean_label_col=config.clean_label_col)
+    t = corpus.to_table()
+    n = t.num_rows
+    t = t.append_column("part", pa.array(np.zeros(n, np.int8)))
+    t = t.append_column("llm_label", pa.array(np.full(n, -1, np.int64)))
+    t = t.append_column("llm_logprob", pa.array(np.full(n, np.nan)))
+    t = t.append_column("llm_error", pa.array([""] * n, pa.string()))
+    t = t.append_column("llm_round", pa.array(np.full(n, -1, np.int64)))
+    t = t.append_column("llm_cached", pa.array(np.zeros(n, bool)))
+    tmp = table_dir.parent / f".{table_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # Several files so Ray Data can read the base table in parallel.
+    step = max(1, -(-n // 8))
+    for i, s in enumerate(range(0, n, step)):
+        pq.write_table(t.slice(s, step), tmp / f"part-{i:05d}.parquet")
+    replace_dir(tmp, table_dir)
+    classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
+    return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
+            "class_counts": classes.tolist()}
+
+
+def score(*, table_dir: Path, model_dir: Path, out_dir: Path, config: RunConfig, actors: int) -> None:
+    from noiseal_ray.score import Scorer
+
+    threads = max(1, (os.cpu_count() or 1) // actors)
+    ds = _read(table_dir).map_batches(
+        Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": 32, "threads": threads},
+        batch_size=config.score_batch_size, batch_format="numpy", concurrency=actors, num_cpus=1)
+    _write(ds, out_dir)
+
+
+def thresholds(*, scored_dir: Path, state: ThresholdState, num_classes: int) -> ThresholdState:
+    from noiseal_ray.score import class_means
+
+    ms, mw, _ = class_means(_read(scored_dir, ["label", "p_strong", "p_weak"]), num_classes=num_classes,
+                            per_class=state.per_class)
+    state.update(mean_strong=ms, mean_weak=mw)
+    return state
+
+
+def _assign(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
+    from noiseal_ray.partition import partition
+
+    batch["part"] = partition(p_strong=batch["p_strong"], p_weak=batch["p_weak"],
+                              labels=batch["label"].astype(np.int64), tau_strong=tau_s, tau_weak=tau_w)
+    return batch
+
+
+def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int, seed: int):
+    """A seeded random sample of R, at most ``per_class`` rows per class, for retrieval.
+
+    Two passes over the scored table: R counts per class (distributed aggregate), then a
+    row-wise Bernoulli sample at a per-class rate; only the sample reaches the driver.
+    """
+    from noiseal_ray.annotate.demos import DemoPool
+
+    tau = {"tau_s": state.strong, "tau_w": state.weak}
+    counts_ds = _read(scored_dir, ["label", "p_strong", "p_weak"]).map_batches(
+        _assign, fn_kwargs=tau, batch_format="numpy").filter(expr="part == 0")
+    r_counts = np.zeros(num_classes, np.int64)
+    for row in counts_ds.groupby("label").count().take_all():
+        r_counts[int(row["label"])] = row["count()"]
+    # 20% headroom so a class rarely falls short of per_class; the surplus is cut below.
+    rate = np.minimum(1.0, 1.2 * per_class / np.maximum(r_counts, 1))
+
+    def sample(batch: dict) -> dict:
+        batch = _assign(batch, **tau)
+        u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.float64) / 2.0**64
+        keep = (batch["part"] == CODES["R"]) & (u < rate[batch["label"].astype(np.int64)])
+        return {"text": batch["text"][keep], "label": batch["label"][keep].astype(np.int64),
+                "embedding": batch["embedding"][keep], "u": u[keep]}
+
+    rows = _read(scored_dir, ["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
+        sample, batch_format="numpy").to_pandas()
+    rows = rows.sort_values(["label", "u"], kind="stable").groupby("label", sort=True).head(per_class)
+    if len(rows) == 0:
+        return DemoPool(texts=np.zeros(0, object), labels=np.zeros(0, np.int64), embeddings=np.zeros((0, 1), np.float32))
+    emb = np.stack([np.asarray(e, np.float32) for e in rows["embedding"]])
+    return DemoPool(texts=rows["text"].to_numpy(dtype=object), labels=rows["label"].to_numpy(np.int64), embeddings=emb)
+
+
+def hash_text(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class PartitionAnnotate:
+    """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated."""
+
+    def __init__(self, *, spec, pool, tau_s, tau_w, round_no: int, label_names: list[str], demos: int,
+                 class_balanced: bool, candidates_topk: int, min_logprob: float | None):
+        import ray
+
+        from noiseal_ray.annotate.factory import make_annotator
+
+        self.annotator = make_annotator(spec)
+        self.pool = ray.get(pool) if isinstance(pool, ray.ObjectRef) else pool
+        self.tau_s, self.tau_w = tau_s, tau_w
+        self.round_no = round_no
+        self.label_names = label_names
+        self.k = demos
+        self.class_balanced = class_balanced
+        self.topk = candidates_topk
+        self.min_logprob = min_logprob
+
+    def __call__(self, batch: dict) -> dict:
+        from noiseal_ray.annotate.base import Demo, Query
+
+        batch = _assign(batch, tau_s=self.tau_s, tau_w=self.tau_w)
+        need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
+        if self.annotator is not None and len(need):
+            idx, sims = self.pool.nearest(batch["embedding"][need], k=self.k, class_balanced=self.class_balanced,
+                                          num_classes=len(self.label_names))
+            queries = []
+            for j, row in enumerate(need):
+                cands = None
+                if self.topk:
+                    cands = tuple(int(c) for c in np.argsort(-batch["probs"][row], kind="stable")[: self.topk])
+                demos = tuple(Demo(text=str(self.pool.texts[i]), label=int(self.pool.labels[i]), similarity=float(s))
+                              for i, s in zip(idx[j], sims[j]))
+                queries.append(Query(id=str(batch["id"][row]), text=str(batch["text"][row]),
+                                     given=int(batch["label"][row]), demos=demos, candidates=cands))
+            answers = self.annotator.annotate(queries=queries, label_names=self.label_names)
+            llm = batch["llm_label"].copy()
+            lp = batch["llm_logprob"].copy()
+            err = batch["llm_error"].astype(object).copy()
+            rnd = batch["llm_round"].copy()
+            cached = batch["llm_cached"].copy()
+            for row, a in zip(need, answers):
+                label, error = a.label, a.error
+                if label is not None and self.min_logprob is not None and (a.logprob or -np.inf) < self.min_logprob:
+                    label, error = None, f"low_logprob: {a.logprob:.3f} < {self.min_logprob}"
+                llm[row] = -1 if label is None else int(label)
+                lp[row] = np.nan if a.logprob is None else a.logprob
+                err[row] = error or ""
+                rnd[row] = self.round_no
+                cached[row] = bool(a.cached)
+            batch.update(llm_label=llm, llm_logprob=lp, llm_error=err, llm_round=rnd, llm_cached=cached)
+        return {k: v for k, v in batch.items() if k not in TABLE_DROP}
+
+
+def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdState, round_no: int,
+             label_names: list[str], config: RunConfig, actors: int) -> None:
+    import ray
+
+    pool_ref = ray.put(pool)
+    ds = _read(scored_dir).map_batches(
+        PartitionAnnotate,
+        fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,
+                                   round_no=round_no, label_names=label_names, demos=config.demos,
+                                   class_balanced=config.class_balanced_demos,
+                                   candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
+        batch_size=max(config.score_batch_size, 256), batch_format="numpy", concurrency=actors, num_cpus=0.5)
+    _write(ds, out_dir)
+
+
+def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
+    from noiseal_ray.finalize import STAT_KEYS, batch_stats
+
+    cols = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached", "truncated"]
+    ds = _read(table_dir, cols).map_batches(batch_stats, fn_kwargs={"round_no": round_no, "hard_policy": hard_policy},
+                                            batch_format="numpy", batch_size=4096)
+    sums = ds.sum(list(STAT_KEYS))
+    return {k: int(sums[f"sum({k})"] or 0) for k in STAT_KEYS}
+
+
+def test_accuracy(*, model_dir: Path, test_ds, actors: int) -> float:
+    from noiseal_ray.score import Scorer
+
+    def correct(b: dict) -> dict:
+        return {"correct": (b["pred"] == b["label"]).astype(np.int64)}
+
+    ds = test_ds.map_batches(Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "with_embedding": False,
+                                                            "threads": max(1, (os.cpu_count() or 1) // actors)},
+                             batch_size=256, batch_format="numpy", concurrency=actors, num_cpus=1)
+    return float(ds.map_batches(correct, batch_format="numpy").mean("correct"))
+
+
+def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool) -> None:
+    """labels.parquet/: every input row once: id, text, given_label, final_label, partition, ..."""
+    from noiseal_ray.finalize import final_labels
+
+    names = np.array(label_names, dtype=object)
+    parts = np.array(["R", "P", "H"], dtype=object)
+
+    def to_output(b: dict) -> dict:
+        given = b["label"].astype(np.int64)
+        llm = b["llm_label"].astype(np.int64)
+        final = final_labels(part=b["part"].astype(np.int64), given=given, llm=llm,
+                             pred=b["pred"].astype(np.int64), hard_policy=hard_policy)
+        out = {
+            "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
+            "partition": parts[b["part"].astype(np.int64)],
+            "llm_label": np.array([names[v] if v >= 0 else None for v in llm], dtype=object),
+            "llm_logprob": b["llm_logprob"].astype(np.float64),
+            "llm_error": np.array([e or None for e in b["llm_error"]], dtype=object),
+            "p_strong": b["p_strong"].astype(np.float64), "p_weak": b["p_weak"].astype(np.float64),
+            "pred_label": names[b["pred"].astype(np.int64)], "pred_prob": b["pred_prob"].astype(np.float64),
+            "changed": final != given, "truncated": b["truncated"].astype(bool),
+        }
+        if has_clean:
+            c = b["clean_label"].astype(np.int64)
+            out["clean_label"] = np.array([names[v] if v >= 0 else None for v in c], dtype=object)
+        return out
+
+    _write(_read(table_dir).map_batches(to_output, batch_format="numpy"), out / "labels.parquet")
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+
+def _check_resume(out: Path, config: RunConfig) -> None:
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        if (out / "manifest.json").exists() or (out / "labels.parquet").exists():
+            raise OutputError(f"{out} holds a run without config.yaml; use an empty --out")
+        return
+    from noiseal_ray.config import load_saved_config
+
+    old = load_saved_config(saved).to_dict()
+    new = config.to_dict()
+    diff = sorted(k for k in new if k not in RESUME_FREE and old.get(k) != new.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+        raise OutputError(f"{out} holds a run with a different configuration ({detail}); "
+                          "use another --out, or the same options to resume it")
+
+
+def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | None = None,
+                 fit_fn: Callable | None = None) -> dict:
+    """Run (or resume) NoiseAL on ``config.data``, writing everything under ``out``.
+
+    Returns the metrics dict also written to ``out/metrics.json``. ``fit_fn`` replaces
+    ``noiseal_ray.train.fit`` (tests hand in a cheaper one).
+    """
+    from noiseal_ray import train as train_mod
+
+    fit_fn = fit_fn or train_mod.fit
+    progress = progress or Progress()
+    out = Path(out)
+    config.validate()
+    check_writable(out)  # before any work: an unwritable --out fails in milliseconds
+    _check_resume(out, config)
+    save_config(config, out / "config.yaml")
+    manifest = Manifest.load(out)
+    rounds_dir = out / "rounds"
+    t_start = time.time()
+
+    with ray_session(address=config.address, workers=config.workers):
+        _data_context()
+        use_gpu = config.use_gpu if config.use_gpu is not None else _cluster_has_gpu()
+        actors = config.score_actors or max(1, config.workers)
+        storage = config.storage_path or str((out / "checkpoints").resolve())
+        base = rounds_dir / "r0" / "table"
+        if not manifest.done("ingest"):
+            with progress.stage("ingest: read and validate the corpus") as st:
+                facts = ingest(config=config, table_dir=base)
+                st["rows"] = facts["n_rows"]
+            manifest.mark("ingest", **facts, metrics={"rounds": [], "stage_seconds": {}})
+        names = manifest.data["label_names"]
+        c = len(names)
+        metrics = manifest.data["metrics"]
+        stage_s = metrics["stage_seconds"]
+
+        def timed(key: str, seconds: float) -> None:
+            stage_s[key] = stage_s.get(key, 0.0) + seconds
+
+        test_ds = None
+        if config.test_data:
+            import ray.data
+
+            from noiseal_ray.data.io import load_corpus
+
+            tc = load_corpus(config.test_data, text_col=config.text_col,
+                             label_col=config.test_label_col or config.clean_label_col or config.label_col,
+                             label_names=names, min_classes=1)
+            test_ds = ray.data.from_arrow(tc.to_table().select(["text", "label"]))
+
+        def train_args(init_dir: Path, epochs: int, seed: int) -> train_mod.TrainSpec:
+            return train_mod.TrainSpec(init_dir=str(init_dir.resolve()), epochs=epochs, seed=seed,
+                                       strong_lr=config.strong_lr, weak_lr=config.weak_lr,
+                                       batch_size=config.batch_size, rce_a=config.rce_a,
+                                       embmix_alpha=config.embmix_alpha, sharpen_t=config.sharpen_t,
+                                       loss_weights=tuple(config.loss_weights),
+                                       threads=max(1, (os.cpu_count() or 1) // config.workers))
+
+        def train_stage(r: int, table_dir: Path, init_dir: Path, epochs: int) -> None:
+            model_dir = rounds_dir / f"r{r}" / "model"
+            with progress.stage(f"[round {r}/{config.rounds}] train {epochs} epoch(s) on {config.workers} "
+                                f"worker(s){' (GPU)' if use_gpu else ''}", rows=manifest.data["n_rows"] * epochs) as st:
+                ds = _read(table_dir, ["text", "label", "part", "llm_label"])
+                m = fit_fn(spec=train_args(init_dir, epochs, config.seed + r), dataset=ds, workers=config.workers,
+                           use_gpu=use_gpu, name=f"{out.name}-r{r}", storage_path=storage,
+                           max_failures=config.max_failures, out_dir=str(model_dir))
+                st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}"
+            timed("train", st["seconds"])
+            entry = {"round": r, "train": {k: v for k, v in m.items() if k.startswith("loss") or k in ("steps", "epoch")}}
+            if test_ds is not None:
+                with progress.stage(f"[round {r}/{config.rounds}] test accuracy") as st:
+                    entry["test_accuracy"] = test_accuracy(model_dir=model_dir, test_ds=test_ds, actors=actors)
+                    st["note"] = f"{entry['test_accuracy']:.4f}"
+                timed("test", st["seconds"])
+            manifest.data["rounds"][f"train{r}"] = entry
+            manifest.mark(f"r{r}/train")
+
+        # --- warm-up -------------------------------------------------------------------------
+        init_dir = rounds_dir / "r0" / "init"
+        if not manifest.done("init"):
+            from noiseal_ray.models.bundle import new_bundle, save_bundle
+
+            with progress.stage("load models"):
+                save_bundle(new_bundle(strong_model=config.strong_model, label_names=names,
+                                       max_length=config.max_length, weak_embed_dim=config.weak_embed_dim,
+                                       weak_hidden=config.weak_hidden, seed=config.seed), init_dir)
+            manifest.mark("init")
+        if not manifest.done("r0/train"):
+            if config.warmup_epochs > 0:
+                train_stage(0, base, init_dir, config.warmup_epochs)
+            else:
+                replace_dir(_copy(init_dir), rounds_dir / "r0" / "model")
+                manifest.mark("r0/train")
+
+        # --- rounds --------------------------------------------------------------------------
+        state = ThresholdState.from_dict(manifest.data["thresholds"]) if "thresholds" in manifest.data else \
+            ThresholdState(beta=config.ema_beta, per_class=config.per_class_threshold)
+        from noiseal_ray.annotate.factory import annotator_backend
+
+        last = config.rounds + 1
+        with _lazy_backend(annotator_backend, config=config, run_dir=str(out), needed=not manifest.done(f"r{last}/annotate")) as spec:
+            for r in range(1, last + 1):
+                rd = rounds_dir / f"r{r}"
+                prev = rounds_dir / f"r{r - 1}"
+                tag = f"[round {r}/{config.rounds}]" if r <= config.rounds else "[final]"
+                if not manifest.done(f"r{r}/score"):
+                    with progress.stage(f"{tag} score with both models", rows=manifest.data["n_rows"]) as st:
+                        score(table_dir=prev / "table" if r > 1 else base, model_dir=prev / "model",
+                              out_dir=rd / "scored", config=config, actors=actors)
+                    timed("score", st["seconds"])
+                    manifest.mark(f"r{r}/score")
+                if not manifest.done(f"r{r}/thresholds"):
+                    with progress.stage(f"{tag} thresholds") as st:
+                        state = thresholds(scored_dir=rd / "scored", state=state, num_classes=c)
+                    timed("partition", st["seconds"])
+                    manifest.mark(f"r{r}/thresholds", thresholds=state.to_dict())
+                if not manifest.done(f"r{r}/annotate"):
+                    with progress.stage(f"{tag} partition + annotate ({config.annotator})") as st:
+                        pool = demo_pool(scored_dir=rd / "scored", state=state, num_classes=c,
+                                         per_class=config.demo_pool_per_class, seed=config.seed + r)
+                        annotate(scored_dir=rd / "scored", out_dir=rd / "table", spec=spec, pool=pool, state=state,
+                                 round_no=r, label_names=names, config=config, actors=actors)
+                        counts = round_counts(table_dir=rd / "table", round_no=r, hard_policy=config.hard_policy)
+                        from noiseal_ray.finalize import summarise
+
+                        summary = summarise(counts)
+                        s = summary["sizes"]
+                        st["rows"] = counts["n"]
+                        st["note"] = (f"R {s['R']} P {s['P']} H {s['H']}, {summary['annotator']['new_answers']} new "
+                                      f"labels, {summary['annotator']['failed']} failed")
+                    timed("annotate", st["seconds"])
+                    summary["thresholds"] = {"strong": state.strong.tolist(), "weak": state.weak.tolist()}
+                    summary["demo_pool"] = len(pool)
+                    manifest.data["rounds"][f"part{r}"] = summary
+                    manifest.mark(f"r{r}/annotate")
+                if r <= config.rounds and not manifest.done(f"r{r}/train"):
+                    train_stage(r, rd / "table", prev / "model", config.epochs_per_round)
+                    # The scored table (embeddings) is only needed within its round.
+                    shutil.rmtree(rd / "scored", ignore_errors=True)
+
+        # --- finalize ------------------------------------------------------------------------
+        final_table = rounds_dir / f"r{last}" / "table"
+        if not manifest.done("labels"):
+            with progress.stage("write labels.parquet", rows=manifest.data["n_rows"]):
+                write_labels(table_dir=final_table, out=out, label_names=names, hard_policy=config.hard_policy,
+                             has_clean=manifest.data["has_clean"])
+            manifest.mark("labels")
+        if not manifest.done("model"):
+            from noiseal_ray.models.bundle import load_bundle, save_bundle
+
+            save_bundle(load_bundle(rounds_dir / f"r{config.rounds}" / "model"), out / "model", include_weak=False)
+            manifest.mark("model")
+
+    metrics = build_metrics(manifest=manifest, config=config, wall=time.time() - t_start)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    if config.report:
+        try:
+            from noiseal_ray.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            with progress.stage("write report.html"):
+                write_report(run_dir=out)
+    return metrics
+
+
+def _copy(src: Path) -> Path:
+    tmp = src.parent / f".{src.name}.copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    return tmp
+
+
+@contextmanager
+def _lazy_backend(factory, *, config: RunConfig, run_dir: str, needed: bool):
+    """Start the annotator backend only when an annotate stage is still to run."""
+    if not needed:
+        from noiseal_ray.annotate.factory import AnnotatorSpec
+
+        yield AnnotatorSpec(kind="none")
+        return
+    with factory(config=config, run_dir=run_dir) as spec:
+        yield spec
+
+
+def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict:
+    """metrics.json: per round sizes, thresholds, losses, annotator counts, test accuracy, timing."""
+    d = manifest.data
+    rounds = []
+    for r in range(0, config.rounds + 2):
+        entry = {"round": r}
+        entry.update(d["rounds"].get(f"part{r}", {}))
+        tr = d["rounds"].get(f"train{r}")
+        if tr:
+            entry["train"] = tr["train"]
+            if "test_accuracy" in tr:
+                entry["test_accuracy"] = tr["test_accuracy"]
+        if len(entry) > 1:
+            rounds.append(entry)
+    final = dict(d["rounds"].get(f"part{config.rounds + 1}", {}))
+    accs = [e["test_accuracy"] for e in rounds if "test_accuracy" in e]
+    if accs:
+        final["test_accuracy_last"] = accs[-1]
+        final["test_accuracy_best"] = max(accs)
+    total_llm = sum(e.get("annotator", {}).get("queries", 0) for e in rounds)
+    return {"version": 1, "data": config.data, "rows": d["n_rows"], "label_names": d["label_names"],
+            "class_counts": d.get("class_counts"), "annotator": config.annotator,
+            "annotator_queries": total_llm if config.annotator == "llm" else 0,
+            "workers": config.workers, "rounds": rounds, "final": final,
+            "stage_seconds": d["metrics"]["stage_seconds"], "wall_seconds_this_invocation": wall}

@@ -1,0 +1,189 @@
+"""Training on Ray Train: the per-worker loop for both models, and the TorchTrainer wiring.
+
+Each call of ``fit`` runs ``epochs`` epochs of the strong and the weak model as DDP workers
+(gloo on CPU, nccl on GPU) from a bundle folder, and returns the folder of the new bundle. The
+partition and annotator labels arrive as dataset columns (``part``, ``llm_label``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRAIN_COLUMNS = ["text", "label", "part", "llm_label"]
+STATE = "train_state.json"
+
+
+def _save_optim(opt, path: str) -> None:
+    """Adam(W) state as safetensors (no pickle): exp_avg/exp_avg_sq/step per parameter index."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(float(v))
+            tensors[f"{i}.{k}"] = t.detach().cpu().contiguous().clone()
+    save_file(tensors, path)
+
+
+def _load_optim(opt, path: str) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    flat = load_file(path)
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = t
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    del torch
+
+
+def train_loop(config: dict) -> None:
+    """Per-worker train function (Ray Train). Keys of ``config``: see ``TrainSpec``."""
+    import ray.train
+    import torch
+    import transformers
+
+    from noiseal_ray.losses import noiseal_loss
+    from noiseal_ray.models.bundle import encode, load_bundle, save_bundle, set_threads
+
+    transformers.logging.set_verbosity_error()
+    set_threads(config.get("threads"))
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    start_dir = config["init_dir"]
+    start_epoch = 0
+    ckpt = ray.train.get_checkpoint()
+    ckpt_cm = ckpt.as_directory() if ckpt is not None else None
+    if ckpt_cm is not None:
+        # Restored after a failure or a driver restart: continue after the last finished epoch.
+        start_dir = ckpt_cm.__enter__()
+        start_epoch = json.loads(Path(start_dir, STATE).read_text())["epochs_done"]
+    bundle = load_bundle(start_dir)
+    device = ray.train.torch.get_device()
+    strong = ray.train.torch.prepare_model(bundle.strong)
+    weak = ray.train.torch.prepare_model(bundle.weak)
+    opt_s = torch.optim.AdamW(strong.parameters(), lr=config["strong_lr"])
+    opt_w = torch.optim.AdamW(weak.parameters(), lr=config["weak_lr"])
+    for opt, name in ((opt_s, "optim_strong.safetensors"), (opt_w, "optim_weak.safetensors")):
+        p = Path(start_dir, name)
+        if p.is_file():
+            _load_optim(opt, str(p))
+    if ckpt_cm is not None:
+        ckpt_cm.__exit__(None, None, None)
+
+    def head_of(m):
+        return m.module.head if hasattr(m, "module") else m.head
+
+    shard = ray.train.get_dataset_shard("train")
+    c = bundle.num_classes
+    weights = tuple(config["loss_weights"])
+    for epoch in range(start_epoch, config["epochs"]):
+        t0 = time.time()
+        torch.manual_seed(config["seed"] * 100_003 + epoch * 101 + rank)
+        strong.train()
+        weak.train()
+        sums = {"strong": 0.0, "weak": 0.0, "r": 0.0, "p": 0.0, "h": 0.0}
+        steps = 0
+        rows = 0
+        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
+                                        local_shuffle_buffer_size=config.get("shuffle_buffer", 2048),
+                                        local_shuffle_seed=config["seed"] * 7919 + epoch * 31 + rank):
+            ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
+            ids, mask = ids.to(device), mask.to(device)
+            labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
+            part = torch.as_tensor(np.asarray(batch["part"], dtype=np.int64), device=device)
+            llm = torch.as_tensor(np.asarray(batch["llm_label"], dtype=np.int64), device=device)
+            for key, model, opt in (("strong", strong, opt_s), ("weak", weak, opt_w)):
+                logits, emb = model(ids, mask)
+                parts = noiseal_loss(emb=emb, logits=logits, head=head_of(model), labels=labels, llm_labels=llm,
+                                     part=part, num_classes=c, rce_a=config["rce_a"],
+                                     alpha=config["embmix_alpha"], t=config["sharpen_t"], weights=weights)
+                opt.zero_grad(set_to_none=True)
+                parts.total.backward()
+                opt.step()
+                sums[key] += float(parts.total.detach())
+                if key == "strong":
+                    sums["r"] += parts.r
+                    sums["p"] += parts.p
+                    sums["h"] += parts.h
+            steps += 1
+            rows += len(batch["label"])
+        metrics = {"epoch": epoch + 1, "steps": steps, "rows_rank0": rows, "seconds": time.time() - t0,
+                   **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "bundle"
+                bundle.strong = strong.module if hasattr(strong, "module") else strong
+                bundle.weak = weak.module if hasattr(weak, "module") else weak
+                save_bundle(bundle, out)
+                _save_optim(opt_s, str(out / "optim_strong.safetensors"))
+                _save_optim(opt_w, str(out / "optim_weak.safetensors"))
+                (out / STATE).write_text(json.dumps({"epochs_done": epoch + 1}))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+@dataclass
+class TrainSpec:
+    """One fit: ``epochs`` epochs from the bundle in ``init_dir``."""
+
+    init_dir: str
+    epochs: int
+    seed: int
+    strong_lr: float
+    weak_lr: float
+    batch_size: int
+    rce_a: float
+    embmix_alpha: float
+    sharpen_t: float
+    loss_weights: tuple[float, float, float]
+    threads: int | None = None
+
+
+def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
+        max_failures: int, out_dir: str, train_loop_fn=None) -> dict:
+    """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return its metrics.
+
+    ``dataset``: Ray Dataset with TRAIN_COLUMNS. Re-running with the same ``name`` and
+    ``storage_path`` resumes from the fit's last checkpoint (Ray Train's own behaviour).
+    """
+    import shutil
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from noiseal_ray.data.io import replace_dir
+
+    config = dict(spec.__dict__)
+    config["loss_weights"] = list(spec.loss_weights)
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_loop_fn or train_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {name} finished without a checkpoint")
+    tmp = Path(out_dir).parent / f".{Path(out_dir).name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(d, tmp)
+    replace_dir(tmp, out_dir)
+    return dict(result.metrics or {})

