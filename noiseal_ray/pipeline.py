@@ -129,7 +129,13 @@ def ray_session(*, address: str | None, workers: int) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    kwargs: dict = {"include_dashboard": False, "configure_logging": True, "logging_level": logging.WARNING}
+    verbose = bool(os.environ.get("NOISEAL_VERBOSE"))
+    # Quiet by default: worker logs (per-step Train reports) stay in Ray's log files; failures
+    # still reach the driver as exceptions. NOISEAL_VERBOSE=1 streams them.
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": verbose,
+                    "logging_level": logging.INFO if verbose else logging.WARNING}
+    for name in ("ray", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -142,7 +148,7 @@ def ray_session(*, address: str | None, workers: int) -> Iterator[None]:
         ray.shutdown()
 
 
-def _data_context() -> None:
+def configure_data_context() -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -158,10 +164,17 @@ def _write(ds, final: Path) -> None:
     replace_dir(tmp, final)
 
 
+def _fit_actors(actors: int, table_dir: Path) -> int:
+    """No more actors than files to read: an idle actor still costs a process and a model load."""
+    files = len(list(Path(table_dir).glob("*.parquet")))
+    return max(1, min(actors, files or 1))
+
+
 def _read(path: Path, columns: list[str] | None = None):
     import ray.data
 
-    return ray.data.read_parquet(str(path), columns=columns)
+    ds = ray.data.read_parquet(str(path))
+    return ds.select_columns(columns) if columns else ds
 
 
 def _cluster_has_gpu() -> bool:
@@ -205,12 +218,16 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
 
 
 def score(*, table_dir: Path, model_dir: Path, out_dir: Path, config: RunConfig, actors: int) -> None:
+    from ray.data import ActorPoolStrategy
+
     from noiseal_ray.score import Scorer
 
+    ds = _read(table_dir)
+    actors = _fit_actors(actors, table_dir)
     threads = max(1, (os.cpu_count() or 1) // actors)
-    ds = _read(table_dir).map_batches(
+    ds = ds.map_batches(
         Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": 32, "threads": threads},
-        batch_size=config.score_batch_size, batch_format="numpy", concurrency=actors, num_cpus=1)
+        batch_size=config.score_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=1)
     _write(ds, out_dir)
 
 
@@ -232,36 +249,54 @@ def _assign(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
 
 
 def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int, seed: int):
-    """A seeded random sample of R, at most ``per_class`` rows per class, for retrieval.
+    """A seeded uniform sample of R, at most ``per_class`` rows per class, for retrieval.
 
-    Two passes over the scored table: R counts per class (distributed aggregate), then a
-    row-wise Bernoulli sample at a per-class rate; only the sample reaches the driver.
+    One pass: each batch keeps, per class, its ``per_class`` R rows with the smallest seeded
+    hash; the driver merges those bounded partial samples into the global bottom-k (the same
+    rows whatever the batching, so the sample is deterministic).
     """
     from noiseal_ray.annotate.demos import DemoPool
 
     tau = {"tau_s": state.strong, "tau_w": state.weak}
-    counts_ds = _read(scored_dir, ["label", "p_strong", "p_weak"]).map_batches(
-        _assign, fn_kwargs=tau, batch_format="numpy").filter(expr="part == 0")
-    r_counts = np.zeros(num_classes, np.int64)
-    for row in counts_ds.groupby("label").count().take_all():
-        r_counts[int(row["label"])] = row["count()"]
-    # 20% headroom so a class rarely falls short of per_class; the surplus is cut below.
-    rate = np.minimum(1.0, 1.2 * per_class / np.maximum(r_counts, 1))
 
-    def sample(batch: dict) -> dict:
+    def bottom_k(batch: dict) -> dict:
         batch = _assign(batch, **tau)
-        u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.float64) / 2.0**64
-        keep = (batch["part"] == CODES["R"]) & (u < rate[batch["label"].astype(np.int64)])
-        return {"text": batch["text"][keep], "label": batch["label"][keep].astype(np.int64),
-                "embedding": batch["embedding"][keep], "u": u[keep]}
+        u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.uint64)
+        y = batch["label"].astype(np.int64)
+        keep = []
+        for c in np.unique(y[batch["part"] == CODES["R"]]):
+            rows = np.flatnonzero((batch["part"] == CODES["R"]) & (y == c))
+            keep.append(rows[np.argsort(u[rows], kind="stable")[:per_class]])
+        k = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+        return {"text": batch["text"][k], "label": y[k], "embedding": batch["embedding"][k], "u": u[k]}
 
-    rows = _read(scored_dir, ["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
-        sample, batch_format="numpy").to_pandas()
-    rows = rows.sort_values(["label", "u"], kind="stable").groupby("label", sort=True).head(per_class)
-    if len(rows) == 0:
+    parts = _read(scored_dir, ["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
+        bottom_k, batch_format="numpy", batch_size=4096)
+    texts, labels, embs, us = [], [], [], []
+    for b in parts.iter_batches(batch_size=None, batch_format="numpy"):
+        texts.append(b["text"])
+        labels.append(b["label"])
+        embs.append(b["embedding"])
+        us.append(b["u"])
+        if sum(len(x) for x in labels) > 4 * per_class * num_classes:
+            texts, labels, embs, us = _bottom_k_merge(texts, labels, embs, us, per_class)
+    texts, labels, embs, us = _bottom_k_merge(texts, labels, embs, us, per_class)
+    if not len(labels[0]):
         return DemoPool(texts=np.zeros(0, object), labels=np.zeros(0, np.int64), embeddings=np.zeros((0, 1), np.float32))
-    emb = np.stack([np.asarray(e, np.float32) for e in rows["embedding"]])
-    return DemoPool(texts=rows["text"].to_numpy(dtype=object), labels=rows["label"].to_numpy(np.int64), embeddings=emb)
+    return DemoPool(texts=texts[0].astype(object), labels=labels[0], embeddings=embs[0].astype(np.float32))
+
+
+def _bottom_k_merge(texts, labels, embs, us, per_class):
+    """Concatenate partial samples and keep the ``per_class`` smallest hashes of each class."""
+    t, y, e, u = (np.concatenate(x) if x else np.zeros(0) for x in (texts, labels, embs, us))
+    if not len(y):
+        return [t], [y.astype(np.int64)], [e], [u]
+    order = np.lexsort((u, y))
+    y_sorted = y[order]
+    first = np.searchsorted(y_sorted, y_sorted, side="left")
+    rank = np.arange(len(order)) - first
+    k = order[rank < per_class]
+    return [t[k]], [y[k].astype(np.int64)], [e[k]], [u[k]]
 
 
 def hash_text(text: str) -> int:
@@ -328,15 +363,19 @@ class PartitionAnnotate:
 def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdState, round_no: int,
              label_names: list[str], config: RunConfig, actors: int) -> None:
     import ray
+    from ray.data import ActorPoolStrategy
 
     pool_ref = ray.put(pool)
-    ds = _read(scored_dir).map_batches(
+    ds = _read(scored_dir)
+    actors = _fit_actors(actors, scored_dir)
+    ds = ds.map_batches(
         PartitionAnnotate,
         fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,
                                    round_no=round_no, label_names=label_names, demos=config.demos,
                                    class_balanced=config.class_balanced_demos,
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
-        batch_size=max(config.score_batch_size, 256), batch_format="numpy", concurrency=actors, num_cpus=0.5)
+        batch_size=max(config.score_batch_size, 256), batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        num_cpus=0.5)
     _write(ds, out_dir)
 
 
@@ -344,22 +383,10 @@ def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[st
     from noiseal_ray.finalize import STAT_KEYS, batch_stats
 
     cols = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached", "truncated"]
-    ds = _read(table_dir, cols).map_batches(batch_stats, fn_kwargs={"round_no": round_no, "hard_policy": hard_policy},
-                                            batch_format="numpy", batch_size=4096)
-    sums = ds.sum(list(STAT_KEYS))
-    return {k: int(sums[f"sum({k})"] or 0) for k in STAT_KEYS}
+    from noiseal_ray.score import reduce_sum
 
-
-def test_accuracy(*, model_dir: Path, test_ds, actors: int) -> float:
-    from noiseal_ray.score import Scorer
-
-    def correct(b: dict) -> dict:
-        return {"correct": (b["pred"] == b["label"]).astype(np.int64)}
-
-    ds = test_ds.map_batches(Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "with_embedding": False,
-                                                            "threads": max(1, (os.cpu_count() or 1) // actors)},
-                             batch_size=256, batch_format="numpy", concurrency=actors, num_cpus=1)
-    return float(ds.map_batches(correct, batch_format="numpy").mean("correct"))
+    sums = reduce_sum(_read(table_dir, cols), batch_stats, round_no=round_no, hard_policy=hard_policy)
+    return {k: int(sums[k]) for k in STAT_KEYS}
 
 
 def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool) -> None:
@@ -434,7 +461,7 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
     t_start = time.time()
 
     with ray_session(address=config.address, workers=config.workers):
-        _data_context()
+        configure_data_context()
         use_gpu = config.use_gpu if config.use_gpu is not None else _cluster_has_gpu()
         actors = config.score_actors or max(1, config.workers)
         storage = config.storage_path or str((out / "checkpoints").resolve())
@@ -478,15 +505,13 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
                 ds = _read(table_dir, ["text", "label", "part", "llm_label"])
                 m = fit_fn(spec=train_args(init_dir, epochs, config.seed + r), dataset=ds, workers=config.workers,
                            use_gpu=use_gpu, name=f"{out.name}-r{r}", storage_path=storage,
-                           max_failures=config.max_failures, out_dir=str(model_dir))
-                st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}"
+                           max_failures=config.max_failures, out_dir=str(model_dir), test_dataset=test_ds)
+                st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}" + (
+                    f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
             timed("train", st["seconds"])
             entry = {"round": r, "train": {k: v for k, v in m.items() if k.startswith("loss") or k in ("steps", "epoch")}}
-            if test_ds is not None:
-                with progress.stage(f"[round {r}/{config.rounds}] test accuracy") as st:
-                    entry["test_accuracy"] = test_accuracy(model_dir=model_dir, test_ds=test_ds, actors=actors)
-                    st["note"] = f"{entry['test_accuracy']:.4f}"
-                timed("test", st["seconds"])
+            if "test_accuracy" in m:
+                entry["test_accuracy"] = m["test_accuracy"]
             manifest.data["rounds"][f"train{r}"] = entry
             manifest.mark(f"r{r}/train")
 

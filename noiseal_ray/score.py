@@ -75,26 +75,37 @@ class Scorer:
         return out
 
 
+def reduce_sum(ds, fn, **fn_kwargs) -> dict[str, np.ndarray]:
+    """Distributed aggregate: ``fn`` maps each batch to one row of partial sums (arrays of fixed
+    shape); the driver adds up those rows, one per batch, never the data itself."""
+    total: dict[str, np.ndarray] = {}
+    parts = ds.map_batches(fn, fn_kwargs=fn_kwargs, batch_format="numpy", batch_size=8192)
+    for batch in parts.iter_batches(batch_size=None, batch_format="numpy"):
+        for k, v in batch.items():
+            s = np.asarray(v).sum(axis=0)
+            total[k] = total[k] + s if k in total else s
+    return total
+
+
+def _class_sums(batch: dict, *, num_classes: int) -> dict:
+    y = batch["label"].astype(np.int64)
+    return {"count": np.bincount(y, minlength=num_classes)[None, :].astype(np.float64),
+            "strong": np.bincount(y, weights=batch["p_strong"], minlength=num_classes)[None, :],
+            "weak": np.bincount(y, weights=batch["p_weak"], minlength=num_classes)[None, :]}
+
+
 def class_means(ds, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean p_strong and p_weak per given class (or globally) by distributed aggregation.
 
     Returns (mean_strong, mean_weak, counts); per_class: shapes (C,), NaN for an absent class;
-    otherwise shapes (1,). Only C small rows reach the driver.
+    otherwise shapes (1,). Only one row of C sums per batch reaches the driver.
     """
-    from ray.data.aggregate import Count, Mean
-
-    rows = ds.groupby("label").aggregate(Count(), Mean("p_strong"), Mean("p_weak")).take_all()
-    counts = np.zeros(num_classes, np.int64)
-    ms = np.full(num_classes, np.nan)
-    mw = np.full(num_classes, np.nan)
-    for r in rows:
-        k = int(r["label"])
-        counts[k] = r["count()"]
-        ms[k] = r["mean(p_strong)"]
-        mw[k] = r["mean(p_weak)"]
-    if per_class:
-        return ms, mw, counts
-    tot = counts.sum()
-    gs = np.nansum(ms * counts) / tot
-    gw = np.nansum(mw * counts) / tot
-    return np.array([gs]), np.array([gw]), counts
+    t = reduce_sum(ds, _class_sums, num_classes=num_classes)
+    counts = t["count"]
+    if not per_class:
+        n = counts.sum()
+        return np.array([t["strong"].sum() / n]), np.array([t["weak"].sum() / n]), counts.astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ms = np.where(counts > 0, t["strong"] / np.maximum(counts, 1), np.nan)
+        mw = np.where(counts > 0, t["weak"] / np.maximum(counts, 1), np.nan)
+    return ms, mw, counts.astype(np.int64)

@@ -102,9 +102,9 @@ def train_loop(config: dict) -> None:
                                         local_shuffle_seed=config["seed"] * 7919 + epoch * 31 + rank):
             ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
             ids, mask = ids.to(device), mask.to(device)
-            labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
-            part = torch.as_tensor(np.asarray(batch["part"], dtype=np.int64), device=device)
-            llm = torch.as_tensor(np.asarray(batch["llm_label"], dtype=np.int64), device=device)
+            labels = torch.as_tensor(np.array(batch["label"], dtype=np.int64), device=device)
+            part = torch.as_tensor(np.array(batch["part"], dtype=np.int64), device=device)
+            llm = torch.as_tensor(np.array(batch["llm_label"], dtype=np.int64), device=device)
             for key, model, opt in (("strong", strong, opt_s), ("weak", weak, opt_w)):
                 logits, emb = model(ids, mask)
                 parts = noiseal_loss(emb=emb, logits=logits, head=head_of(model), labels=labels, llm_labels=llm,
@@ -122,6 +122,11 @@ def train_loop(config: dict) -> None:
             rows += len(batch["label"])
         metrics = {"epoch": epoch + 1, "steps": steps, "rows_rank0": rows, "seconds": time.time() - t0,
                    **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}
+        if rank == 0 and config.get("has_test") and epoch + 1 == config["epochs"]:
+            # Rank 0 evaluates the clean test set with the model in memory: no extra actors.
+            # The unwrapped module: a DDP forward on one rank alone would wait for the others.
+            metrics["test_accuracy"] = _evaluate(getattr(strong, "module", strong), bundle,
+                                                 ray.train.get_dataset_shard("test"), device)
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "bundle"
@@ -134,6 +139,24 @@ def train_loop(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
         else:
             ray.train.report(metrics, checkpoint=None)
+
+
+def _evaluate(model, bundle, shard, device) -> float:
+    """Accuracy of ``model`` on a dataset shard with columns text, label."""
+    import torch
+
+    from noiseal_ray.models.bundle import encode
+
+    model.eval()
+    right = total = 0
+    with torch.inference_mode():
+        for batch in shard.iter_batches(batch_size=128, batch_format="numpy"):
+            ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
+            logits, _ = model(ids.to(device), mask.to(device))
+            pred = logits.argmax(-1).cpu().numpy()
+            right += int((pred == np.asarray(batch["label"])).sum())
+            total += len(pred)
+    return right / max(total, 1)
 
 
 @dataclass
@@ -154,21 +177,26 @@ class TrainSpec:
 
 
 def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
-        max_failures: int, out_dir: str, train_loop_fn=None) -> dict:
-    """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return its metrics.
+        max_failures: int, out_dir: str, test_dataset=None, train_loop_fn=None) -> dict:
+    """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return rank 0's metrics
+    (losses, and ``test_accuracy`` when ``test_dataset`` with columns text, label is given).
 
     ``dataset``: Ray Dataset with TRAIN_COLUMNS. Re-running with the same ``name`` and
     ``storage_path`` resumes from the fit's last checkpoint (Ray Train's own behaviour).
     """
     import shutil
 
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from noiseal_ray.data.io import replace_dir
 
     config = dict(spec.__dict__)
     config["loss_weights"] = list(spec.loss_weights)
+    config["has_test"] = test_dataset is not None
+    datasets = {"train": dataset}
+    if test_dataset is not None:
+        datasets["test"] = test_dataset
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop_fn or train_loop,
         train_loop_config=config,
@@ -176,7 +204,9 @@ def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, sto
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
-        datasets={"train": dataset},
+        datasets=datasets,
+        # The test set is not split: rank 0 reads all of it.
+        dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -1,0 +1,44 @@
+"""`run --dry-run`: validate the input and print what a run would do, without doing it."""
+
+from __future__ import annotations
+
+import os
+
+from noiseal_ray.config import RunConfig
+
+
+def describe_plan(*, config: RunConfig, out: str) -> str:
+    """A human-readable plan: data, classes, rounds, annotator load and Ray resources."""
+    from noiseal_ray.data.io import load_corpus
+    from noiseal_ray.models.strong import resolve_encoder
+
+    corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col, id_col=config.id_col,
+                         clean_label_col=config.clean_label_col)
+    n, c = len(corpus), len(corpus.label_names)
+    counts = {name: int((corpus.labels == i).sum()) for i, name in enumerate(corpus.label_names)}
+    shown = ", ".join(f"{k} {v}" for k, v in list(counts.items())[:12]) + (" ..." if c > 12 else "")
+    epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
+    steps = -(-n // (config.batch_size * config.workers)) * epochs
+    gpu = "auto (GPUs if the cluster has them)" if config.use_gpu is None else ("yes" if config.use_gpu else "no")
+    lines = [
+        f"data:        {config.data}: {n} rows, {c} classes ({shown})",
+        f"             text {config.text_col!r}, label {config.label_col!r}, id {config.id_col or 'row number'}"
+        + (f", clean labels {config.clean_label_col!r} (evaluation only)" if config.clean_label_col else ""),
+        f"test data:   {config.test_data or 'none'}",
+        f"models:      strong {resolve_encoder(config.strong_model)}; weak BiLSTM "
+        f"({config.weak_embed_dim}-d embeddings, {config.weak_hidden} hidden)",
+        f"schedule:    warm-up {config.warmup_epochs} epoch(s), then {config.rounds} round(s) of "
+        f"{config.epochs_per_round} epoch(s): {epochs} epochs, about {steps} optimiser steps per model per worker",
+        f"annotator:   {config.annotator}"
+        + (f" ({config.llm_model or 'packaged SmolLM2-135M-Instruct'}"
+           f"{', endpoint ' + config.llm_endpoint if config.llm_endpoint else ''}); at most one query per sample"
+           f" that ever lands in P (each cached), i.e. at most {n}, typically the noisy 10-40%"
+           if config.annotator == "llm" else ""),
+        f"Ray:         {'join ' + config.address if config.address else f'local Ray with {max(os.cpu_count() or 1, config.workers) + 2} logical CPUs'}; "
+        f"Train {config.workers} worker(s) x 1 CPU, GPU {gpu}; "
+        f"{config.score_actors or config.workers} scoring actor(s) x 1 CPU"
+        + (f"; LLM replicas {config.llm_min_replicas}-{config.llm_max_replicas}" if config.annotator == "llm"
+           and not config.llm_endpoint else ""),
+        f"output:      {out}/labels.parquet ({n} rows), model/, metrics.json" + (", report.html" if config.report else ""),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the shared datasets, a tiny seeded encoder, small corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The datasets live beside the checkout (../shared/data); NOISEAL_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("NOISEAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A constant-seeded 2-layer BERT with the MiniLM tokenizer: model code without downloads."""
+    from noiseal_ray.models.strong import make_tiny_encoder_dir
+
+    return make_tiny_encoder_dir(tmp_path_factory.mktemp("tiny-encoder"))

@@ -1,0 +1,93 @@
+"""Corpus reading and validation: every bad input names file, column and rows."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from noiseal_ray.data.io import load_corpus, write_table
+from noiseal_ray.errors import InputError
+
+
+def write_csv(tmp_path, text, name="c.csv"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+def test_reads_csv_jsonl_parquet_identically(tmp_path):
+    rows = [{"text": "a b", "label": "x"}, {"text": "c", "label": "y"}, {"text": "d", "label": "x"}]
+    c = write_csv(tmp_path, "text,label\na b,x\nc,y\nd,x\n")
+    j = tmp_path / "c.jsonl"
+    j.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), p)
+    out = [load_corpus(str(x)) for x in (c, j, p)]
+    for corpus in out:
+        assert corpus.label_names == ["x", "y"]
+        assert corpus.labels.tolist() == [0, 1, 0]
+        assert corpus.ids.to_pylist() == ["0", "1", "2"]
+        assert corpus.texts.to_pylist() == ["a b", "c", "d"]
+
+
+def test_int_labels_sorted_numerically_and_ids_kept(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({"id": 100 + i, "t": f"s{i}", "y": y}) + "\n" for i, y in enumerate([10, 2, 2, 10, 1])))
+    c = load_corpus(str(p), text_col="t", label_col="y", id_col="id")
+    assert c.label_names == ["1", "2", "10"]
+    assert c.labels.tolist() == [2, 1, 1, 2, 0]
+    assert c.ids.to_pylist() == ["100", "101", "102", "103", "104"]
+
+
+@pytest.mark.parametrize(
+    "content,kwargs,expected",
+    [
+        ("text,label\na,x\nb,y\n", {"label_col": "lab"}, "label column 'lab' not found"),
+        ("text,label\na,x\n,y\nc,x\n", {}, "column 'text' is empty or whitespace-only in row 2"),
+        ("text,label\na,x\n   ,y\nc,x\n", {}, "whitespace-only in row 2"),
+        ("text,label\na,x\nb,\nc,y\n", {}, "column 'label' has no label in row 2"),
+        ("text,label\na,x\nb,x\n", {}, "need at least 2 classes"),
+        ("id,text,label\n1,a,x\n2,b,y\n1,c,x\n", {"id_col": "id"}, "duplicate ids ['1'] (rows 1, 3)"),
+    ],
+)
+def test_bad_csv_messages(tmp_path, content, kwargs, expected):
+    path = write_csv(tmp_path, content)
+    with pytest.raises(InputError) as err:
+        load_corpus(path, **kwargs)
+    assert path in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_missing_empty_and_non_utf8_files(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_corpus(str(tmp_path / "nope.csv"))
+    with pytest.raises(InputError, match="file is empty"):
+        load_corpus(write_csv(tmp_path, "", "e.csv"))
+    bad = tmp_path / "latin.csv"
+    bad.write_bytes("text,label\ncaf\xe9,x\nb,y\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"not valid UTF-8 .*line 2"):
+        load_corpus(str(bad))
+    with pytest.raises(InputError, match="cannot tell the format"):
+        load_corpus(write_csv(tmp_path, "x", "data.txt"))
+
+
+def test_unknown_label_against_given_label_set(tmp_path):
+    p = write_csv(tmp_path, "text,label\na,x\nb,z\n")
+    with pytest.raises(InputError, match="label 'z' not in the label set"):
+        load_corpus(p, label_names=["x", "y"], min_classes=1)
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    t = pa.table({"a": [1, 2]})
+    write_table(t, tmp_path / "o.parquet")
+    write_table(t, tmp_path / "o.csv")
+    write_table(t, tmp_path / "o.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "o.jsonl", "o.parquet"]
+    assert pq.read_table(tmp_path / "o.parquet").equals(t)
+    assert np.array_equal(load_ok(tmp_path), [1, 2])
+
+
+def load_ok(tmp_path):
+    return [json.loads(line)["a"] for line in (tmp_path / "o.jsonl").read_text().splitlines()]
