@@ -10,6 +10,17 @@ PY="${PYTHON:-python3}"
 EXTRAS="llm-cpu"
 [ "${1:-}" = "--test" ] && EXTRAS="llm-cpu,test"
 
+# --test: headless Chromium for tests/report (Debian's package; skipped without apt-get or when present).
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  # A fresh machine may have empty package lists.
+  apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' || $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  if apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+      || echo "setup: could not install chromium; the browser test of the report will be skipped"
+  fi
+fi
+
 stamp="$VENV/.noiseal-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${EXTRAS/,/-}"
 if [ -f "$stamp" ]; then
   echo "setup: $VENV is up to date"

@@ -47,7 +47,12 @@ class Bundle:
 def new_bundle(*, strong_model: str | None, label_names: Sequence[str], max_length: int,
                weak_embed_dim: int, weak_hidden: int, seed: int) -> Bundle:
     """Pretrained strong encoder with fresh heads, fresh weak model; all seeded by ``seed``."""
+    import transformers
     from transformers import AutoTokenizer
+
+    # The unused pooler of sentence-transformer checkpoints is dropped on purpose (see strong.py);
+    # transformers would print a load report about it.
+    transformers.logging.set_verbosity_error()
 
     src = resolve_encoder(strong_model)
     try:
