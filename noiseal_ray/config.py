@@ -102,6 +102,9 @@ class RunConfig:
             raise ConfigError(f"rce_a must be negative (log 0 := A), got {self.rce_a}")
         if self.llm_min_replicas < 0 or self.llm_max_replicas < max(1, self.llm_min_replicas):
             raise ConfigError("need 0 <= llm_min_replicas <= llm_max_replicas and llm_max_replicas >= 1")
+        shown = list(self.label_descriptions.values())
+        if len(set(shown)) != len(shown):
+            raise ConfigError("label_descriptions must give every label a different description")
         if len(self.loss_weights) != 3:
             raise ConfigError("loss_weights needs three numbers: R, P, H")
         return self

@@ -27,7 +27,7 @@ import numpy as np
 
 from noiseal_ray.config import RunConfig, save_config
 from noiseal_ray.data.io import atomic_write_text, check_writable, replace_dir
-from noiseal_ray.errors import OutputError
+from noiseal_ray.errors import ConfigError, OutputError
 from noiseal_ray.partition import CODES, ThresholdState
 
 log = logging.getLogger("noiseal_ray")
@@ -134,7 +134,7 @@ def ray_session(*, address: str | None, workers: int) -> Iterator[None]:
     # still reach the driver as exceptions. NOISEAL_VERBOSE=1 streams them.
     kwargs: dict = {"include_dashboard": False, "log_to_driver": verbose,
                     "logging_level": logging.INFO if verbose else logging.WARNING}
-    for name in ("ray", "ray.data", "ray.train"):
+    for name in ("ray", "ray.data", "ray.train", "httpx"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     if address:
         ray.init(address=address, **kwargs)
@@ -396,25 +396,40 @@ def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_pol
     names = np.array(label_names, dtype=object)
     parts = np.array(["R", "P", "H"], dtype=object)
 
-    def to_output(b: dict) -> dict:
+    import pyarrow as pa
+
+    fields = [("id", pa.string()), ("text", pa.string()), ("given_label", pa.string()), ("final_label", pa.string()),
+              ("partition", pa.string()), ("llm_label", pa.string()), ("llm_logprob", pa.float64()),
+              ("llm_error", pa.string()), ("llm_round", pa.int64()), ("p_strong", pa.float64()),
+              ("p_weak", pa.float64()), ("pred_label", pa.string()), ("pred_prob", pa.float64()),
+              ("changed", pa.bool_()), ("truncated", pa.bool_())]
+    if has_clean:
+        fields.append(("clean_label", pa.string()))
+    schema = pa.schema(fields)
+
+    def to_output(b: dict) -> pa.Table:
         given = b["label"].astype(np.int64)
         llm = b["llm_label"].astype(np.int64)
         final = final_labels(part=b["part"].astype(np.int64), given=given, llm=llm,
                              pred=b["pred"].astype(np.int64), hard_policy=hard_policy)
-        out = {
+        cols = {
             "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
             "partition": parts[b["part"].astype(np.int64)],
-            "llm_label": np.array([names[v] if v >= 0 else None for v in llm], dtype=object),
+            # An answer from an earlier round stays for reporting; llm_round says when it came.
+            "llm_label": [names[v] if v >= 0 else None for v in llm],
             "llm_logprob": b["llm_logprob"].astype(np.float64),
-            "llm_error": np.array([e or None for e in b["llm_error"]], dtype=object),
+            "llm_error": [e or None for e in b["llm_error"]],
+            "llm_round": [int(r) if r >= 0 else None for r in b["llm_round"]],
             "p_strong": b["p_strong"].astype(np.float64), "p_weak": b["p_weak"].astype(np.float64),
             "pred_label": names[b["pred"].astype(np.int64)], "pred_prob": b["pred_prob"].astype(np.float64),
             "changed": final != given, "truncated": b["truncated"].astype(bool),
         }
         if has_clean:
             c = b["clean_label"].astype(np.int64)
-            out["clean_label"] = np.array([names[v] if v >= 0 else None for v in c], dtype=object)
-        return out
+            cols["clean_label"] = [names[v] if v >= 0 else None for v in c]
+        # A fixed schema: a part where every llm_error is null must not be typed null.
+        return pa.table({k: pa.array(v, type=schema.field(k).type)
+                         for k, v in cols.items()}, schema=schema)
 
     _write(_read(table_dir).map_batches(to_output, batch_format="numpy"), out / "labels.parquet")
 
@@ -451,14 +466,27 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
 
     fit_fn = fit_fn or train_mod.fit
     progress = progress or Progress()
+    if "://" in str(out) and not str(out).startswith("file://"):
+        raise ConfigError(f"--out {out}: the run directory must be a local or mounted path (e.g. NFS); "
+                          "give object-store URIs to --storage-path (Ray Train checkpoints) instead")
     out = Path(out)
     config.validate()
     check_writable(out)  # before any work: an unwritable --out fails in milliseconds
     _check_resume(out, config)
-    save_config(config, out / "config.yaml")
     manifest = Manifest.load(out)
     rounds_dir = out / "rounds"
     t_start = time.time()
+    # Before Ray starts and before config.yaml is written: bad input or an unreachable LLM
+    # endpoint fails in seconds, and leaves no run that a corrected rerun would be refused by.
+    _preflight_annotator(config, needed=not manifest.done(f"r{config.rounds + 1}/annotate"))
+    facts = None
+    if not manifest.done("ingest"):
+        with progress.stage("ingest: read and validate the corpus") as st:
+            facts = ingest(config=config, table_dir=rounds_dir / "r0" / "table")
+            st["rows"] = facts["n_rows"]
+    save_config(config, out / "config.yaml")
+    if facts is not None:
+        manifest.mark("ingest", **facts, metrics={"rounds": [], "stage_seconds": {}})
 
     with ray_session(address=config.address, workers=config.workers):
         configure_data_context()
@@ -466,11 +494,6 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
         actors = config.score_actors or max(1, config.workers)
         storage = config.storage_path or str((out / "checkpoints").resolve())
         base = rounds_dir / "r0" / "table"
-        if not manifest.done("ingest"):
-            with progress.stage("ingest: read and validate the corpus") as st:
-                facts = ingest(config=config, table_dir=base)
-                st["rows"] = facts["n_rows"]
-            manifest.mark("ingest", **facts, metrics={"rounds": [], "stage_seconds": {}})
         names = manifest.data["label_names"]
         c = len(names)
         metrics = manifest.data["metrics"]
@@ -585,6 +608,7 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
                 write_labels(table_dir=final_table, out=out, label_names=names, hard_policy=config.hard_policy,
                              has_clean=manifest.data["has_clean"])
             manifest.mark("labels")
+            shutil.rmtree(rounds_dir / f"r{last}" / "scored", ignore_errors=True)
         if not manifest.done("model"):
             from noiseal_ray.models.bundle import load_bundle, save_bundle
 
@@ -602,6 +626,19 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
             with progress.stage("write report.html"):
                 write_report(run_dir=out)
     return metrics
+
+
+def _preflight_annotator(config: RunConfig, *, needed: bool) -> None:
+    """An explicit LLM endpoint that does not answer is an AnnotatorError before any work
+    (unless a fallback annotator is configured: then ``llm_backend`` falls back later)."""
+    if not needed or config.annotator != "llm" or not config.llm_endpoint:
+        return
+    if config.annotator_fallback not in (None, "llm"):
+        return
+    from noiseal_ray.annotate.llm import check_endpoint, normalize_base_url
+
+    check_endpoint(base_url=normalize_base_url(config.llm_endpoint), api_key_env=config.llm_api_key_env,
+                   model=config.llm_model)
 
 
 def _copy(src: Path) -> Path:

@@ -7,6 +7,7 @@ temporary path in the same directory, then a rename.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -137,10 +138,11 @@ def _label_strings(col: pa.ChunkedArray, *, path: str, name: str) -> np.ndarray:
     t = col.type
     if pa.types.is_floating(t):
         vals = col.to_numpy(zero_copy_only=False)
-        bad = ~np.isnan(vals) & (vals != np.round(vals))
+        bad = ~np.isnan(vals) & ~(np.isfinite(vals) & (vals == np.round(vals)))
         if bad.any():
             raise InputError(f"{path}: column {name!r} holds non-integer numbers ({_rows(bad)})")
-        return np.array([str(int(v)) for v in vals], dtype=object)
+        # NaN (and null) is "no label": the caller has already marked those rows.
+        return np.array(["" if np.isnan(v) else str(int(v)) for v in vals], dtype=object)
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
         return np.array([str(v) for v in col.to_pylist()], dtype=object)
     raise InputError(f"{path}: column {name!r} has type {t}; labels must be strings or integers")
@@ -149,7 +151,8 @@ def _label_strings(col: pa.ChunkedArray, *, path: str, name: str) -> np.ndarray:
 def make_label_names(values: Sequence[str]) -> list[str]:
     """Stable order: numeric order when every label is an integer, else lexicographic."""
     uniq = set(values)
-    if all(v.lstrip("-").isdigit() for v in uniq):
+    # ASCII integers only: "--1" or "\u00b2" pass str.isdigit() but not int().
+    if all(re.fullmatch(r"-?[0-9]+", v) for v in uniq):
         return sorted(uniq, key=int)
     return sorted(uniq)
 
@@ -179,6 +182,8 @@ def load_corpus(
     for role, name in (("text", text_col), ("label", label_col), ("id", id_col), ("clean label", clean_label_col)):
         if name is not None and name not in cols:
             raise InputError(f"{path}: {role} column {name!r} not found; columns are {cols}")
+        if name is not None and cols.count(name) > 1:
+            raise InputError(f"{path}: {role} column {name!r} appears {cols.count(name)} times in the header")
 
     text = table.column(text_col)
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
@@ -198,6 +203,8 @@ def load_corpus(
         nulls = col.is_null().to_numpy(zero_copy_only=False) if not pa.types.is_null(col.type) else np.ones(n, bool)
         if pa.types.is_string(col.type):
             nulls = nulls | pc.equal(pc.utf8_trim_whitespace(col.fill_null("")), "").to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(col.type):  # NaN in a float column (Parquet, pandas) is a missing label
+            nulls = nulls | np.isnan(col.to_numpy(zero_copy_only=False))
         if nulls.any() and not allow_null:
             raise InputError(f"{path}: column {name!r} has no label in {_rows(nulls)}")
         if pa.types.is_null(col.type):
@@ -263,6 +270,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -137,3 +137,20 @@ def test_sigkill_mid_round_then_rerun_matches_uninterrupted(tiny_run, tiny_encod
     part_agree = (a["partition"] == b["partition"]).mean()
     assert agree == 1.0 and part_agree == 1.0, (agree, part_agree)
     np.testing.assert_allclose(a["p_strong"], b["p_strong"], rtol=1e-4, atol=1e-5)
+
+
+def test_predict_reproduces_reported_test_accuracy(tiny_run, tmp_path):
+    from noiseal_ray.predict import predict
+
+    out, metrics = tiny_run
+    preds = tmp_path / "preds.csv"
+    res = predict(model_dir=str(out / "model"), data=SAMPLE_TEST, out=str(preds), id_col="id", label_col="label")
+    assert res["rows"] == 200
+    assert res["accuracy"] == pytest.approx(metrics["final"]["test_accuracy_last"], abs=1e-9)
+    import pandas as pd
+
+    df = pd.read_csv(preds)
+    assert list(df.columns) == ["id", "pred_label", "pred_prob", "probs"]
+    assert df["id"].is_unique and len(df) == 200
+    probs = df["probs"].map(json.loads)
+    assert all(len(p) == 6 and abs(sum(p) - 1) < 1e-3 for p in probs)
