@@ -10,9 +10,14 @@ import sys
 
 import typer
 
+from noiseal_ray.commands import bench as _bench
 from noiseal_ray.commands import corrupt as _corrupt
+from noiseal_ray.commands import export as _export
 from noiseal_ray.commands import models as _models
+from noiseal_ray.commands import predict as _predict
+from noiseal_ray.commands import report as _report
 from noiseal_ray.commands import run as _run
+from noiseal_ray.commands import serve as _serve
 from noiseal_ray.errors import NoisealError
 
 app = typer.Typer(
@@ -25,20 +30,12 @@ app = typer.Typer(
 
 app.command("run")(_run.run)
 app.command("corrupt")(_corrupt.corrupt)
+app.command("predict")(_predict.predict)
+app.command("serve")(_serve.serve)
+app.command("report")(_report.report)
+app.command("export")(_export.export)
+app.command("bench")(_bench.bench)
 app.add_typer(_models.app, name="models")
-
-# Optional command groups: registered when their module is present.
-for _name in ("predict", "serve", "report", "export", "bench"):
-    try:
-        _mod = __import__(f"noiseal_ray.commands.{_name}", fromlist=[_name])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"noiseal_ray.commands.{_name}":
-            raise
-        continue
-    if hasattr(_mod, "app"):
-        app.add_typer(_mod.app, name=_name)
-    else:
-        app.command(_name)(getattr(_mod, _name))
 
 
 def main() -> None:
