@@ -92,7 +92,7 @@ def read_table(path: str, *, fmt: str | None = None) -> pa.Table:
             import csv
             import io
 
-            header = next(csv.reader(io.StringIO(raw.decode("utf-8")), delimiter=delim), [])
+            header = next(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delim), [])  # pyarrow drops a BOM too
             # Every column as string: labels like "01" or ids must not be reinterpreted.
             names = header
             return pacsv.read_csv(
