@@ -60,7 +60,8 @@ def new_bundle(*, strong_model: str | None, label_names: Sequence[str], max_leng
         strong = StrongModel.from_pretrained(src, num_classes=len(label_names), seed=seed)
     except OSError as exc:
         raise ConfigError(f"cannot load strong model {src!r}: {exc}. Give a local folder with "
-                          "config, weights and tokenizer (no hub access here).") from None
+                          "config, model.safetensors and tokenizer (weights are only read from safetensors; "
+                          "no hub access here).") from None
     torch.manual_seed(seed + 1)
     sizes = {"vocab_size": len(tok), "embed_dim": weak_embed_dim, "hidden": weak_hidden,
              "pad_id": int(tok.pad_token_id or 0)}
@@ -128,9 +129,10 @@ def encode(tokenizer, texts: Sequence[str], *, max_length: int) -> tuple[torch.T
     """
     enc = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length,
                     return_tensors="pt", return_overflowing_tokens=False, return_length=False)
-    mask = enc["attention_mask"]
-    truncated = mask.sum(1) >= max_length
-    return enc["input_ids"], mask, truncated
+    # One token of headroom tells "exactly max_length tokens" from "cut to max_length".
+    lengths = tokenizer(list(texts), truncation=True, max_length=max_length + 1, return_length=True)["length"]
+    truncated = torch.tensor([n > max_length for n in lengths], dtype=torch.bool)
+    return enc["input_ids"], enc["attention_mask"], truncated
 
 
 def set_threads(n: int | None = None) -> None:

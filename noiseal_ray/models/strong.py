@@ -36,13 +36,14 @@ def _load_encoder(source: str, *, pretrained: bool, config=None) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     # Without add_pooling_layer=False an unused pooler makes DDP fail on its second step.
+    # use_safetensors: weights are never unpickled (a pytorch_model.bin can run code).
     try:
         if pretrained:
-            return AutoModel.from_pretrained(source, add_pooling_layer=False)
+            return AutoModel.from_pretrained(source, add_pooling_layer=False, use_safetensors=True)
         return AutoModel.from_config(config or AutoConfig.from_pretrained(source), add_pooling_layer=False)
     except TypeError:
         if pretrained:
-            return AutoModel.from_pretrained(source)
+            return AutoModel.from_pretrained(source, use_safetensors=True)
         return AutoModel.from_config(config or AutoConfig.from_pretrained(source))
 
 
