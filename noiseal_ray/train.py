@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ def train_loop(config: dict) -> None:
             metrics["test_accuracy"] = _evaluate(getattr(strong, "module", strong), bundle,
                                                  ray.train.get_dataset_shard("test"), device)
         if rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
+            tmp = tempfile.mkdtemp(prefix="noiseal-ckpt-")
+            try:
                 out = Path(tmp) / "bundle"
                 bundle.strong = strong.module if hasattr(strong, "module") else strong
                 bundle.weak = weak.module if hasattr(weak, "module") else weak
@@ -137,6 +139,11 @@ def train_loop(config: dict) -> None:
                 _save_optim(opt_w, str(out / "optim_weak.safetensors"))
                 (out / STATE).write_text(json.dumps({"epochs_done": epoch + 1}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
+            finally:
+                # Ray Train copied the checkpoint into storage; in local mode (num_workers=0)
+                # it keeps this path, so the folder must outlive the report.
+                if not config.get("local_mode"):
+                    shutil.rmtree(tmp, ignore_errors=True)
         else:
             ray.train.report(metrics, checkpoint=None)
 
@@ -194,6 +201,7 @@ def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, sto
     config = dict(spec.__dict__)
     config["loss_weights"] = list(spec.loss_weights)
     config["has_test"] = test_dataset is not None
+    config["local_mode"] = workers == 0
     datasets = {"train": dataset}
     if test_dataset is not None:
         datasets["test"] = test_dataset
