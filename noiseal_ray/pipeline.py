@@ -141,7 +141,8 @@ def ray_session(*, address: str | None, workers: int) -> Iterator[None]:
     else:
         # Logical CPUs above the core count: train workers take one each and Ray Data's read
         # tasks must still get a slot, or the pipeline waits forever on 2 cores.
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers) + 2, **kwargs)
+        # address="local": always a new cluster of our own, never a stray one on this host.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers) + 2, **kwargs)
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ def llm_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnnotatorSpec
     saved = {k: os.environ.get(k) for k in ("VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE")}
     os.environ.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
     # 4 logical CPUs on 2 cores: one bundle for the engine plus room for Serve's proxy/ingress.
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     run_dir = tmp_path_factory.mktemp("llm_run")
     cfg = RunConfig(annotator="llm", llm_max_model_len=2048, llm_timeout_s=120.0)
     t0 = time.monotonic()

@@ -44,7 +44,7 @@ def ray_cluster():
     os.environ[SECRET_ENV] = SECRET
     for attempt in range(3):
         try:
-            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
             break
         except Exception as exc:  # an overloaded machine: the raylet may miss Ray's 30 s window
             ray.shutdown()

@@ -1,0 +1,8 @@
+"""Benchmarks for noiseal-ray: denoising quality against baselines, and speed.
+
+Run from the repository root::
+
+    .venv/bin/noiseal-ray bench --grid smoke        # or: .venv/bin/python -m benchmarks.run --grid smoke
+
+See benchmarks/RESULTS.md (generated) for the table and the exact command.
+"""

@@ -1,0 +1,215 @@
+"""The benchmark grid: datasets, noise settings, methods, seeds; "smoke" and "full".
+
+Nothing here is specific to one dataset beyond its file names and columns: every dataset goes
+through the same preparation (seeded subsample, optional synthetic noise via
+``noiseal_ray.corrupt``) and the same methods. Data paths are relative to the data root, which
+defaults to ``<repo>/../shared/data`` and can be overridden (``--data-root``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_ROOT = REPO / ".." / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: str  # relative to the data root
+    test: str
+    text_col: str = "text"
+    label_col: str = "label"
+    clean_label_col: str | None = None  # real noise: the true label of each training row
+    test_label_col: str = "label"
+
+
+DATASETS = {
+    d.name: d
+    for d in (
+        Dataset("trec", "trec/train.jsonl", "trec/test.jsonl"),
+        Dataset("sst2", "sst2/train.jsonl", "sst2/test.jsonl"),
+        Dataset("agnews", "ag-news/train_subset_10k.jsonl", "ag-news/test.jsonl"),
+        Dataset("noisyagnews", "noisyag-news/train_10k_human_mid.csv", "ag-news/test.jsonl",
+                clean_label_col="clean_label"),
+        Dataset("hausa", "hausa-newsclass/train_real_noise.csv", "hausa-newsclass/test.csv",
+                clean_label_col="clean_label"),
+    )
+}
+
+METHODS = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-llm")
+
+
+@dataclass(frozen=True)
+class Training:
+    """Training budget shared by every method of a grid (equal epochs for all)."""
+
+    warmup_epochs: int = 2
+    rounds: int = 4  # NoiseAL rounds of one epoch; baselines train warmup_epochs + rounds epochs
+    max_length: int = 64
+    workers: int = 2
+    batch_size: int = 32
+    cleanlab_folds: int = 2
+    cleanlab_cv_epochs: int | None = None  # None: warmup_epochs
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark run: a dataset, a noise setting, a seed and a method."""
+
+    dataset: str
+    noise: str  # "sym" | "asym" | "idn" | "real" (the dataset's own labels)
+    rate: float  # injected rate (0 for real noise)
+    seed: int
+    method: str
+    train_rows: int | None  # seeded subsample of the training split; None: all
+    test_rows: int | None
+    training: Training = field(default_factory=Training)
+
+    @property
+    def setting(self) -> str:
+        return "real" if self.noise == "real" else f"{self.noise}{int(round(self.rate * 100))}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}-{self.setting}-s{self.seed}-{self.method}"
+
+    @property
+    def data_key(self) -> str:
+        """Cells sharing this key train on the very same prepared files."""
+        return f"{self.dataset}-{self.setting}-s{self.seed}-n{self.train_rows}-t{self.test_rows}"
+
+    def spec(self) -> dict:
+        return asdict(self)
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SpeedSpec:
+    score_rows: int = 1000  # scoring throughput: Ray Data stage vs a plain loop
+    round_rows: tuple[int, ...] = (1000, 4000, 16000)  # one round's wall time, tiny encoder
+    ddp_rows: int = 1000  # one epoch, 1 vs 2 workers (MiniLM)
+    max_length: int = 32
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    cells: tuple[Cell, ...]
+    speed: SpeedSpec
+    description: str
+
+
+def _cells(datasets_settings, *, seeds, methods, train_rows, test_rows, training) -> tuple[Cell, ...]:
+    out = []
+    for dataset, noise, rate in datasets_settings:
+        n = train_rows.get(dataset) if isinstance(train_rows, dict) else train_rows
+        for seed in seeds:
+            for method in methods:
+                out.append(Cell(dataset, noise, rate, seed, method, n, test_rows, training))
+    return tuple(out)
+
+
+def smoke() -> Grid:
+    training = Training(warmup_epochs=1, rounds=2, max_length=32, workers=2, cleanlab_folds=2)
+    cells = _cells([("trec", "asym", 0.4)], seeds=(0,), methods=("base", "cleanlab", "noiseal-knn"),
+                   train_rows=1000, test_rows=None, training=training)
+    return Grid("smoke", cells, SpeedSpec(score_rows=1000, round_rows=(1000, 4000), ddp_rows=500),
+                "TREC, 1,000-row seeded train subsample, full 500-row clean test split; asymmetric 40% noise; "
+                "seed 0; base / cleanlab / NoiseAL-kNN; 1 warm-up epoch + 2 rounds (3 epochs for every method); "
+                "max_length 32; 2 Ray Train workers. Speed: scoring 1,000 rows; one round at 1k and 4k rows "
+                "(16k in the full grid); DDP epoch on 500 rows")
+
+
+def full() -> Grid:
+    training = Training(warmup_epochs=2, rounds=4, max_length=64, workers=2, cleanlab_folds=3)
+    settings = [("trec", k, r) for k in ("sym", "asym", "idn") for r in (0.2, 0.4)]
+    settings += [("sst2", "asym", 0.4), ("agnews", "asym", 0.4), ("noisyagnews", "real", 0.0),
+                 ("hausa", "real", 0.0)]
+    cells = _cells(settings, seeds=(0, 1, 2), methods=METHODS, train_rows=None, test_rows=None,
+                   training=training)
+    return Grid("full", cells, SpeedSpec(score_rows=4000, round_rows=(1000, 4000, 16000), ddp_rows=4000),
+                "TREC sym/asym/idn at 20% and 40%, SST-2 and AG News (10k subset) asym 40%, NoisyAG-News and "
+                "Hausa (real noise); full training splits; seeds 0, 1, 2; all six methods; 2 warm-up epochs + "
+                "4 rounds (6 epochs for every method); max_length 64; 2 workers")
+
+
+GRIDS = {"smoke": smoke, "full": full}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of {sorted(GRIDS)}")
+    return GRIDS[name]()
+
+
+# ---------------------------------------------------------------------------------------------
+# data preparation (shared by every method of a cell)
+# ---------------------------------------------------------------------------------------------
+
+def prepare_data(cell: Cell, *, data_root: Path, work: Path) -> dict:
+    """Write ``train.parquet`` (text, label[, noisy_label]) and ``test.parquet`` for ``cell``.
+
+    Labels are written as strings. Synthetic noise goes through ``noiseal_ray.corrupt`` (the
+    ``noiseal-ray corrupt`` code path) and adds ``noisy_label``, keeping ``label`` as the truth.
+    Returns the column roles for RunConfig / the baselines, plus the realised noise rate.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from noiseal_ray.corrupt import corrupt_file
+    from noiseal_ray.data.io import read_table, write_table
+
+    ds = DATASETS[cell.dataset]
+    d = work / "data" / cell.data_key
+    meta_path = d / "meta.json"
+    if meta_path.is_file():
+        return json.loads(meta_path.read_text())
+    d.mkdir(parents=True, exist_ok=True)
+
+    def subsample(table: pa.Table, n: int | None, seed: int) -> pa.Table:
+        if n is None or n >= table.num_rows:
+            return table
+        idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=n, replace=False))
+        return table.take(pa.array(idx))
+
+    def as_str(table: pa.Table, cols: dict[str, str]) -> pa.Table:
+        arrays = {new: pa.array([str(v) for v in table.column(old).to_pylist()], pa.string())
+                  if new != "text" else table.column(old).cast(pa.string())
+                  for new, old in cols.items()}
+        return pa.table(arrays)
+
+    train = read_table(str(data_root / ds.train))
+    train = subsample(train, cell.train_rows, 1000 + cell.seed)
+    cols = {"text": ds.text_col, "label": ds.label_col}
+    if ds.clean_label_col:
+        cols["clean_label"] = ds.clean_label_col
+    train = as_str(train, cols)
+    test = read_table(str(data_root / ds.test))
+    test = as_str(subsample(test, cell.test_rows, 2000 + cell.seed), {"text": ds.text_col, "label": ds.test_label_col})
+    write_table(test, d / "test.parquet")
+    if cell.noise == "real":
+        if not ds.clean_label_col:
+            raise ValueError(f"{cell.dataset} has no clean labels: real-noise cells need them")
+        write_table(train, d / "train.parquet")
+        roles = {"label_col": "label", "clean_label_col": "clean_label"}
+        given, truth = train.column("label").to_pylist(), train.column("clean_label").to_pylist()
+    else:
+        write_table(train, d / "clean.parquet")
+        corrupt_file(data=str(d / "clean.parquet"), out=str(d / "train.parquet"), kind=cell.noise, rate=cell.rate,
+                     seed=cell.seed, text_col="text", label_col="label", noisy_col="noisy_label")
+        roles = {"label_col": "noisy_label", "clean_label_col": "label"}
+        t = read_table(str(d / "train.parquet"))
+        given, truth = t.column("noisy_label").to_pylist(), t.column("label").to_pylist()
+    meta = {"train": str(d / "train.parquet"), "test": str(d / "test.parquet"), "text_col": "text",
+            "test_label_col": "label", **roles, "train_rows": len(given),
+            "test_rows": test.num_rows,
+            "realised_noise": float(np.mean([a != b for a, b in zip(given, truth)]))}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return meta

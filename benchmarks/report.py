@@ -1,0 +1,320 @@
+"""Render benchmark records into RESULTS.md, results/quality.csv and results/results.json.
+
+Every number in the tables is computed here from the records (``<out>/records/*.json`` and
+``<out>/speed/*.json``); nothing is typed by hand. Aggregation over seeds: mean and sample
+standard deviation (ddof=1) when there are two or more seeds; with one seed only the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+# (column title, record path, scale, decimals)
+QUALITY_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
+    ("test acc best (%)", "acc_best", 100.0, 1),
+    ("test acc last (%)", "acc_last", 100.0, 1),
+    ("detect P", "detection.precision", 1.0, 3),
+    ("detect R", "detection.recall", 1.0, 3),
+    ("detect F1", "detection.f1", 1.0, 3),
+    ("fixed", "recovery.fixed", 1.0, 3),
+    ("broken", "recovery.broken", 1.0, 3),
+    ("LLM queries", "llm_queries", 1.0, 0),
+    ("wall (s)", "wall_seconds", 1.0, 0),
+)
+NOTES = """\
+- The `full` grid (`noiseal-ray bench --grid full`, written to `benchmarks/RESULTS-full.md`) is defined in
+  `benchmarks/grid.py` -- every dataset and noise setting of the issue, three seeds, all six methods, the
+  method's default schedule -- but has not been run: on a 2-core CPU machine it needs days. It is meant for a
+  GPU cluster or a long unattended run (the bench runner starts its own local Ray; joining a cluster is not wired in yet); it
+  resumes from its records after an interruption.
+- The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
+  few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
+- Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
+  comparable within a run only roughly, and across machines not at all. The speed measurements run one after
+  another, so when the machine's load changes between them their ratios (the DDP speed-up, growth with corpus
+  size) measure the load, not the code: rerun them on an idle machine before quoting them.
+- A cell or speed measurement that failed (for example a worker killed by Ray's memory monitor while other
+  jobs filled the machine) is listed as such; rerunning the command runs it again, reusing finished pieces.
+- Records are reused when their cell specification is unchanged; `--fresh` reruns everything. Cells can run
+  in parallel processes sharing `--out` (`python -m benchmarks.run --cells KEY[,KEY]`).
+"""
+METHOD_ORDER = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-llm")
+
+
+def load_records(out: Path) -> list[dict]:
+    recs = []
+    for sub in ("records", "speed"):
+        for p in sorted((Path(out) / sub).glob("*.json")):
+            recs.append(json.loads(p.read_text()))
+    # Finished sizes of a speed benchmark whose other sizes did not finish (no full record yet).
+    for p in sorted((Path(out) / "speed" / "parts").glob("*.json")):
+        recs.append({"kind": "speed_part", "name": p.name.split("-", 1)[0], "file": p.name, **json.loads(p.read_text())})
+    return recs
+
+
+def get(rec: dict, path: str) -> float | None:
+    """A numeric field by dotted path; derived fields acc_best / acc_last from the per-round list."""
+    if path in ("acc_best", "acc_last"):
+        accs = rec.get("test_accuracy_rounds") or []
+        if not accs:
+            return None
+        return float(max(accs) if path == "acc_best" else accs[-1])
+    v: Any = rec
+    for part in path.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return None
+        v = v[part]
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None, None, 0
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None, len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    return m, sd, len(vals)
+
+
+def fmt(mean: float | None, sd: float | None, *, scale: float = 1.0, decimals: int = 3) -> str:
+    if mean is None:
+        return "-"
+    s = f"{mean * scale:.{decimals}f}"
+    if sd is not None:
+        s += f" ± {sd * scale:.{decimals}f}"
+    return s
+
+
+def _method_rank(m: str) -> int:
+    return METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def aggregate(records: Iterable[dict]) -> list[dict]:
+    """One row per (dataset, setting, method) over seeds of successful quality records."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("kind") != "quality" or r.get("status") != "ok":
+            continue
+        groups.setdefault((r["dataset"], r["setting"], r["method"]), []).append(r)
+    rows = []
+    for (dataset, setting, method), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _method_rank(kv[0][2]))):
+        row = {"dataset": dataset, "setting": setting, "method": method,
+               "seeds": sorted(r["seed"] for r in recs), "n": len(recs)}
+        for _, path, _, _ in QUALITY_COLUMNS:
+            m, sd, n = mean_sd([get(r, path) for r in recs])
+            row[path] = {"mean": m, "sd": sd, "n": n}
+        # Per-round test accuracy (mean over seeds), for the learning-curve table.
+        rounds = [r.get("test_accuracy_rounds") or [] for r in recs]
+        width = max((len(x) for x in rounds), default=0)
+        row["acc_rounds"] = [mean_sd([x[i] for x in rounds if len(x) > i])[0] for i in range(width)]
+        row["realised_noise"] = mean_sd([r.get("realised_noise") for r in recs])[0]
+        row["train_rows"] = mean_sd([r.get("train_rows") for r in recs])[0]
+        row["train_rows_used"] = mean_sd([r.get("train_rows_used") for r in recs])[0]
+        row["load_avg_after"] = mean_sd([r.get("load_avg_after") for r in recs])[0]
+        stages: dict[str, list[float]] = {}
+        for r in recs:
+            for k, v in (r.get("stage_seconds") or {}).items():
+                stages.setdefault(k, []).append(float(v))
+        row["stage_seconds"] = {k: sum(v) / len(v) for k, v in sorted(stages.items())}
+        rows.append(row)
+    return rows
+
+
+def quality_markdown(rows: Sequence[dict]) -> str:
+    head = ["dataset", "noise", "method", "seeds"] + [c[0] for c in QUALITY_COLUMNS]
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in rows:
+        cells = [row["dataset"], row["setting"], row["method"], ",".join(str(s) for s in row["seeds"])]
+        for _, path, scale, dec in QUALITY_COLUMNS:
+            a = row[path]
+            cells.append(fmt(a["mean"], a["sd"], scale=scale, decimals=dec))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def rounds_markdown(rows: Sequence[dict]) -> str:
+    width = max((len(r["acc_rounds"]) for r in rows), default=0)
+    head = ["dataset", "noise", "method"] + [("after warm-up" if i == 0 else f"round {i}") for i in range(width)]
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in rows:
+        accs = [fmt(a, None, scale=100.0, decimals=1) for a in row["acc_rounds"]]
+        accs += ["-"] * (width - len(accs))
+        out.append("| " + " | ".join([row["dataset"], row["setting"], row["method"], *accs]) + " |")
+    return "\n".join(out)
+
+
+def noiseal_rounds_markdown(records: Sequence[dict]) -> str:
+    """Per-round partition and detection of every NoiseAL record (single runs, not averaged)."""
+    out = ["| run | round | R | P | H | detect P | detect R | P precision | fixed | broken | annotator acc | test acc (%) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        if r.get("kind") != "quality" or r.get("status") != "ok" or not r.get("per_round"):
+            continue
+        for e in r["per_round"]:
+            sizes = e.get("sizes") or {}
+            det = e.get("detection") or {}
+            rec = e.get("recovery") or {}
+            vals = [sizes.get("R"), sizes.get("P"), sizes.get("H")]
+            out.append("| " + " | ".join([
+                r["key"], str(e["round"]), *("-" if v is None else str(int(v)) for v in vals),
+                fmt(det.get("precision"), None), fmt(det.get("recall"), None), fmt(det.get("p_precision"), None),
+                fmt(rec.get("fixed"), None), fmt(rec.get("broken"), None), fmt(rec.get("annotator_accuracy"), None),
+                fmt(e.get("test_accuracy"), None, scale=100.0, decimals=1)]) + " |")
+    return "\n".join(out)
+
+
+def stages_markdown(rows: Sequence[dict]) -> str:
+    names = sorted({k for r in rows for k in r["stage_seconds"]})
+    head = ["dataset", "noise", "method", "train rows used"] + [f"{n} (s)" for n in names] + ["wall (s)", "1-min load avg at end"]
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in rows:
+        cells = [row["dataset"], row["setting"], row["method"], fmt(row["train_rows_used"], None, decimals=0)]
+        cells += [fmt(row["stage_seconds"].get(n), None, decimals=0) for n in names]
+        cells.append(fmt(row["wall_seconds"]["mean"], None, decimals=0))
+        cells.append(fmt(row["load_avg_after"], None, decimals=0))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def quality_csv(rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = [c[1] for c in QUALITY_COLUMNS]
+    w.writerow(["dataset", "setting", "method", "seeds", "n"] + [f"{c}_{s}" for c in cols for s in ("mean", "sd")])
+    for row in rows:
+        vals = []
+        for c in cols:
+            vals += ["" if row[c]["mean"] is None else row[c]["mean"], "" if row[c]["sd"] is None else row[c]["sd"]]
+        w.writerow([row["dataset"], row["setting"], row["method"], " ".join(map(str, row["seeds"])), row["n"], *vals])
+    return buf.getvalue()
+
+
+def speed_markdown(records: Sequence[dict]) -> str:
+    by = {r["name"]: r for r in records if r.get("kind") == "speed"}
+    parts = []
+    s = by.get("scoring")
+    if s and s.get("status") == "ok":
+        parts.append(
+            "**(1) Scoring throughput**, " + s["what"] + "\n\n"
+            "| path | rows | wall (s) | rows/s |\n| --- | --- | --- | --- |\n"
+            + "".join(f"| {m['label']} | {m['rows']} | {m['seconds']:.1f} | {m['rows'] / m['seconds']:.1f} |\n"
+                      for m in s["measurements"])
+            + f"\nRay Data stage / plain loop throughput ratio: **{s['ratio']:.2f}** (the Ray Data figure "
+              f"includes actor start-up, model loading and parquet I/O; the plain loop's excludes its "
+              f"{s['plain_load_seconds']:.1f} s model load).\n")
+    parts.append("**(2) Relabeling throughput, batched vs sequential**: measured separately by "
+                 "`benchmarks/llm_relabel.py`; see [results/llm_relabel.md](results/llm_relabel.md) (not rerun here).\n")
+    g = by.get("round_scaling")
+    if not (g and g.get("status") == "ok"):
+        parts_rs = sorted((r for r in records if r.get("kind") == "speed_part" and r["name"] == "round_scaling"),
+                          key=lambda r: r["rows"])
+        if parts_rs:
+            g = {"status": "ok", "measurements": parts_rs,
+                 "what": ("PARTIAL: only the sizes below finished (the run of the larger sizes was stopped or "
+                          "failed). Tiny randomly initialised encoder (2 layers, hidden 128, MiniLM tokenizer) + "
+                          "BiLSTM, 2 workers, kNN annotator; round 1 of a 1-round run, 0 warm-up epochs.")}
+    if g and g.get("status") == "ok":
+        parts.append(
+            "**(3) Wall time of one NoiseAL round as the corpus grows**, " + g["what"] + "\n\n"
+            "| rows | score (s) | thresholds (s) | partition + annotate (s) | train (s) | round total (s) | rows/s |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n"
+            + "".join(f"| {m['rows']} | {m['score']:.1f} | {m['thresholds']:.1f} | {m['annotate']:.1f} | "
+                      f"{m['train']:.1f} | {m['total']:.1f} | {m['rows'] / m['total']:.0f} |\n" for m in g["measurements"])
+            + "".join(f"\nNot measured: {f['rows']} rows (`{f['error'][:160]}`).\n" for f in g.get("failed_sizes", [])))
+    d = by.get("ddp")
+    if not (d and d.get("status") == "ok"):
+        parts_d = sorted((r for r in records if r.get("kind") == "speed_part" and r["name"] == "ddp"),
+                         key=lambda r: r["workers"])
+        if parts_d:
+            d = {"status": "ok", "measurements": parts_d, "what": "PARTIAL: only the settings below finished.",
+                 "speedup": (parts_d[0]["epoch_seconds"] / parts_d[1]["epoch_seconds"]) if len(parts_d) == 2 else float("nan")}
+    if d and d.get("status") == "ok":
+        parts.append(
+            "**(4) One training epoch, 1 worker vs 2 DDP workers**, " + d["what"] + "\n\n"
+            "| workers | threads per worker | fit wall incl. start-up (s) | epoch (s, rank 0) | rows/s (epoch) |\n"
+            "| --- | --- | --- | --- | --- |\n"
+            + "".join(f"| {m['workers']} | {m['threads']} | {m['fit_seconds']:.1f} | {m['epoch_seconds']:.1f} | "
+                      f"{m['rows'] / m['epoch_seconds']:.1f} |\n" for m in d["measurements"])
+            + f"\nSpeed-up of 2 workers over 1 (epoch time): **{d['speedup']:.2f}x**.\n")
+    failed = [r for r in records if r.get("kind") == "speed" and r.get("status") != "ok"
+              and not any(p.get("kind") == "speed_part" and p["name"] == r["name"] for p in records)]
+    for r in failed:
+        parts.append(f"Speed benchmark `{r['name']}` failed: `{r.get('error')}`.\n")
+    return "\n".join(parts)
+
+
+def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, command, run_info: dict,
+              out_rel: str) -> None:
+    if isinstance(command, str):
+        command = {"regenerate": command, "rendered_by": command}
+    rows = aggregate(records)
+    quality = [r for r in records if r.get("kind") == "quality"]
+    failed = [r for r in quality if r.get("status") != "ok"]
+    expected = {c.key for c in grid.cells}
+    have = {r["key"] for r in quality if r.get("status") == "ok"}
+    missing = sorted(expected - have)
+    env = run_info.get("env", {})
+    lines = [f"# noiseal-ray benchmarks: `{grid.name}` grid", "",
+             "Generated by the command below from the records in "
+             f"`{out_rel}/records/` and `{out_rel}/speed/`; every number is computed by `benchmarks/report.py` "
+             "from those records. Regenerate (reuses records whose specification is unchanged; add `--fresh` "
+             "to rerun everything):", "", f"    {command['regenerate']}", "",
+             f"(`.venv/bin/python -m benchmarks.run` takes the same options.) This file was rendered by `{command['rendered_by']}`.", "",
+             f"Grid: {grid.description}.", ""]
+    if env:
+        lines += ["## Machine and versions", "",
+                  "| item | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in env.items()]
+        for part, inf in sorted(run_info.get("parts", {}).items()):
+            la0 = ", ".join(f"{x:.1f}" for x in inf.get("load_avg_start", []))
+            la1 = ", ".join(f"{x:.1f}" for x in inf.get("load_avg_end", []))
+            lines.append(f"| last `{part}` invocation: wall, load average (1/5/15 min) at start / end | {inf['seconds'] / 60:.1f} min; "
+                         f"{la0} / {la1} |")
+        lines.append("")
+    lines += ["## Denoising quality", "",
+              "Test accuracy of the strong model on the dataset's clean test split after each fit; "
+              "\"best\" = best of the warm-up fit and every round, \"last\" = after the last round. Every method "
+              "trains the same number of epochs on the same encoder (cleanlab additionally trains its K fold "
+              "models). Detection: a sample counts as flagged when it is in P or H (NoiseAL) or when "
+              "cleanlab marks it as a label issue; \"fixed\" = fraction of wrong given labels whose final "
+              "label is right, \"broken\" = fraction of right labels changed to a wrong one (NoiseAL only). "
+              "Mean ± sample s.d. over seeds where more than one seed ran.", "",
+              quality_markdown(rows), "",
+              "### Test accuracy per fit (mean over seeds)", "", rounds_markdown(rows), "",
+              "### NoiseAL per round (each run)", "", noiseal_rounds_markdown(quality), "",
+              "### Wall time per stage (mean over seeds)", "", stages_markdown(rows), ""]
+    reused = [r for r in quality if r.get("status") == "ok" and r.get("cv_folds_reused")]
+    if reused:
+        lines += ["Resumed cells: " + "; ".join(
+            f"`{r['key']}` reused fold models {r['cv_folds_reused']} of an interrupted run of the same cell, so its "
+            "wall time and `cv_train` exclude their training" for r in reused) + ".", ""]
+    if missing or failed:
+        lines += ["### Not in the table", ""]
+        lines += [f"- `{r['key']}` failed: `{r.get('error')}`" for r in failed]
+        lines += [f"- `{k}` has no record yet" for k in missing if k not in {r['key'] for r in failed}]
+        lines.append("")
+    lines += ["## Speed", "", speed_markdown(records), ""]
+    lines += ["## Notes", "", NOTES.format(grid=grid.name), ""]
+    extra = run_info.get("notes")
+    if extra:
+        lines += [extra, ""]
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(lines))
+    csv_json_dir.mkdir(parents=True, exist_ok=True)
+    (csv_json_dir / f"quality-{grid.name}.csv").write_text(quality_csv(rows))
+    (csv_json_dir / f"results-{grid.name}.json").write_text(json.dumps(
+        {"grid": grid.name, "command": command, "rows": rows, "records": records, "run_info": run_info},
+        indent=2, default=float))

@@ -1,0 +1,207 @@
+"""Run a benchmark grid and write the results table.
+
+    .venv/bin/python -m benchmarks.run --grid smoke            # same as: noiseal-ray bench --grid smoke
+
+Each finished cell writes ``<out>/records/<cell>.json`` (with a hash of its specification); a
+rerun reuses records whose hash matches and runs only what is missing (``--fresh`` reruns all).
+The report (``--results`` Markdown, plus CSV and JSON beside it in ``benchmarks/results/``) is
+rendered only from those records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def _rel(p: Path) -> str:
+    try:
+        return os.path.relpath(p, REPO)
+    except ValueError:
+        return str(p)
+
+
+@contextmanager
+def own_ray(*, workers: int):
+    """A private local Ray for the whole grid (``address="local"``: never join a cluster another
+    job started on this machine), sized like ``noiseal_ray.pipeline.ray_session``."""
+    import logging
+
+    import ray
+
+    for name in ("ray", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers) + 2, include_dashboard=False,
+             log_to_driver=bool(os.environ.get("NOISEAL_VERBOSE")), logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def environment() -> dict:
+    """Machine and versions, recorded with the run."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env = {"CPU": f"{cpu}, {os.cpu_count()} logical cores", "GPU": "none used (use_gpu False)",
+           "OS": platform.platform(), "Python": platform.python_version()}
+    for pkg in ("torch", "ray", "transformers", "cleanlab", "scikit-learn", "numpy", "noiseal-ray"):
+        try:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
+            env[pkg] = "not installed"
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        env["git commit"] = rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return env
+
+
+def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None) -> list[dict]:
+    from benchmarks.grid import prepare_data
+    from benchmarks.methods import run_method
+
+    rec_dir = out / "records"
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, cell in enumerate(grid.cells):
+        if only_keys and cell.key not in only_keys:
+            continue
+        path = rec_dir / f"{cell.key}.json"
+        if path.is_file() and not fresh:
+            rec = json.loads(path.read_text())
+            if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok":
+                print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: cached record", flush=True)
+                records.append(rec)
+                continue
+        print(f"[{i + 1}/{len(grid.cells)}] {cell.key} ...", flush=True)
+        meta = prepare_data(cell, data_root=data_root, work=out)
+        work = out / "work" / f"{cell.key}-{cell.spec_hash()}"
+        # The work folder is named by the cell's spec hash, so a partial run found there is of the same
+        # spec: methods reuse its finished pieces (NoiseAL's stages, cleanlab's fold models).
+        t0 = time.time()
+        rec = {"kind": "quality", "key": cell.key, "spec": cell.spec(), "spec_hash": cell.spec_hash(),
+               "dataset": cell.dataset, "setting": cell.setting, "seed": cell.seed, "method": cell.method,
+               "train_rows": meta["train_rows"], "test_rows": meta["test_rows"],
+               "realised_noise": meta["realised_noise"]}
+        try:
+            rec.update(run_method(cell, meta, work))
+            rec["status"] = "ok"
+        except Exception as exc:  # one failed cell must not lose the others
+            traceback.print_exc()
+            rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        rec["wall_seconds"] = time.time() - t0
+        rec["load_avg_after"] = os.getloadavg()[0]
+        path.write_text(json.dumps(rec, indent=2, default=float))
+        accs = rec.get("test_accuracy_rounds") or []
+        print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"
+              + (f", test accuracy per round {[round(a, 4) for a in accs]}" if accs else ""), flush=True)
+        records.append(rec)
+    return records
+
+
+def run_speed(grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] | None = None) -> list[dict]:
+    from benchmarks import speed
+
+    return speed.run_all(grid.speed, out=out, data_root=data_root, fresh=fresh, names=names)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="noiseal-ray benchmarks: quality grid + speed, then RESULTS.md")
+    p.add_argument("--grid", default="smoke", choices=["smoke", "full"])
+    p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/<grid>]")
+    p.add_argument("--results", default=None,
+                   help="Markdown to write [default: benchmarks/RESULTS.md for smoke, benchmarks/RESULTS-full.md for full]")
+    p.add_argument("--data-root", default=None, help="datasets folder [default: <repo>/../shared/data]")
+    p.add_argument("--only", choices=["quality", "speed", "report"], default=None,
+                   help="run one part only (report: render from existing records)")
+    p.add_argument("--fresh", action="store_true", help="ignore existing records and rerun everything")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cell keys to run (e.g. to run cells in parallel processes sharing --out)")
+    p.add_argument("--speed", default=None, help="comma-separated speed benchmarks to run: scoring,round_scaling,ddp")
+    args = p.parse_args(argv)
+    return bench(grid=args.grid, out=args.out, results=args.results, data_root=args.data_root, only=args.only,
+                 fresh=args.fresh, cells=set(args.cells.split(",")) if args.cells else None,
+                 speed_names=set(args.speed.split(",")) if args.speed else None, argv=list(argv) if argv is not None else sys.argv[1:])
+
+
+def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = None, data_root: str | None = None,
+          only: str | None = None, fresh: bool = False, cells: set[str] | None = None, speed_names: set[str] | None = None, argv: list[str] | None = None, command: str | None = None) -> int:
+    from benchmarks.grid import DEFAULT_DATA_ROOT, get_grid
+
+    g = get_grid(grid)
+    out_p = Path(out) if out else REPO / "benchmarks" / "out" / grid
+    if not out_p.is_absolute():
+        out_p = Path.cwd() / out_p
+    results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == "smoke" else f"RESULTS-{grid}.md")
+    root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+    out_p.mkdir(parents=True, exist_ok=True)
+    run_info_path = out_p / "run_info.json"
+    info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
+    info.setdefault("parts", {})
+    if only != "report":
+        info["env"] = environment()
+    if only != "report":
+        from noiseal_ray.pipeline import configure_data_context
+
+        t0 = time.time()
+        load0 = os.getloadavg()
+        # One Ray for the whole grid: run_pipeline and fit join it.
+        with own_ray(workers=2):
+            configure_data_context()
+            if only in (None, "quality"):
+                run_quality(g, out=out_p, data_root=root, fresh=fresh, only_keys=cells)
+                info["parts"]["quality"] = {"seconds": time.time() - t0, "load_avg_start": load0,
+                                            "load_avg_end": os.getloadavg()}
+            if only in (None, "speed"):
+                t1, load1 = time.time(), os.getloadavg()
+                run_speed(g, out=out_p, data_root=root, fresh=fresh, names=speed_names)
+                info["parts"]["speed"] = {"seconds": time.time() - t1, "load_avg_start": load1,
+                                          "load_avg_end": os.getloadavg()}
+        # Another part may have run concurrently into the same folder: merge, do not overwrite.
+        latest = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
+        latest.setdefault("parts", {}).update(info["parts"])
+        latest["env"] = info["env"]
+        info = latest
+        run_info_path.write_text(json.dumps(info, indent=2))
+    from benchmarks import report  # imported late: a long run picks up the current renderer
+
+    records = report.load_records(out_p)
+    # The canonical regenerating command (no --only/--cells), and the one that rendered this file.
+    canon = f"noiseal-ray bench --grid {grid}" + (f" --out {out}" if out else "") + (f" --results {results}" if results else "") \
+        + (f" --data-root {data_root}" if data_root else "")
+    cmd = {"regenerate": canon, "rendered_by": command or "python -m benchmarks.run " + " ".join(argv or [f"--grid {grid}"])}
+    report.write_all(records=records, grid=g, results=results_p, csv_json_dir=REPO / "benchmarks" / "results",
+                     command=cmd, run_info=info, out_rel=_rel(out_p))
+    print(f"wrote {_rel(results_p)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

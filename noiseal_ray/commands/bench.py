@@ -1,0 +1,57 @@
+"""`noiseal-ray bench`: the benchmark grid (quality vs baselines, and speed) -> benchmarks/RESULTS.md.
+
+A thin wrapper: the work is in the repository's ``benchmarks/`` package (run from a checkout).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _repo_root() -> Path:
+    """The checkout holding ``benchmarks/``: this file's repository, else the working directory."""
+    for cand in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (cand / "benchmarks" / "run.py").is_file():
+            return cand
+    from noiseal_ray.errors import ConfigError
+
+    raise ConfigError("noiseal-ray bench needs the repository's benchmarks/ folder; run it from a checkout")
+
+
+def bench(
+    grid: Annotated[str, typer.Option("--grid", help="smoke (about 15 min on 2 idle cores) | full (hours)")] = "smoke",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Work folder for records and runs (default: benchmarks/out/GRID).")] = None,
+    results: Annotated[Optional[Path], typer.Option("--results", help="Markdown to write (default: benchmarks/RESULTS.md; RESULTS-full.md for full).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Datasets folder (default: REPO/../shared/data).")] = None,
+    only: Annotated[Optional[str], typer.Option("--only", help="quality | speed | report (render from existing records).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore existing records; rerun everything.")] = False,
+    cells: Annotated[Optional[str], typer.Option("--cells", help="Comma-separated cell keys to run (parallel processes may share --out).")] = None,
+    speed: Annotated[Optional[str], typer.Option("--speed", help="Comma-separated speed benchmarks: scoring,round_scaling,ddp.")] = None,
+) -> None:
+    """Run the benchmark grid and write the results table (Markdown, CSV, JSON).
+
+    Example: noiseal-ray bench --grid smoke
+    """
+    if grid not in ("smoke", "full"):
+        raise typer.BadParameter("--grid must be smoke or full")
+    if only not in (None, "quality", "speed", "report"):
+        raise typer.BadParameter("--only must be quality, speed or report")
+    root = _repo_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.run import bench as run_bench
+
+    argv = [f"--grid {grid}"] + [f"--{k.replace('_', '-')} {v}" for k, v in
+                                 (("out", out), ("results", results), ("data_root", data_root), ("only", only),
+                                  ("cells", cells), ("speed", speed)) if v]
+    if fresh:
+        argv.append("--fresh")
+    code = run_bench(grid=grid, out=str(out) if out else None, results=str(results) if results else None,
+                     data_root=str(data_root) if data_root else None, only=only, fresh=fresh,
+                     cells=set(cells.split(",")) if cells else None, speed_names=set(speed.split(",")) if speed else None,
+                     command="noiseal-ray bench " + " ".join(argv))
+    raise typer.Exit(code)

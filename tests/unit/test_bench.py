@@ -1,0 +1,161 @@
+"""Benchmark table code: aggregation over seeds, and every number in the Markdown from records."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import report  # noqa: E402
+from benchmarks.grid import DATASETS, METHODS, full, get_grid, smoke  # noqa: E402
+
+
+def _records(seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    recs = []
+    for dataset, setting in (("trec", "asym40"), ("trec", "sym40"), ("hausa", "real")):
+        for method in ("base", "cleanlab", "noiseal-knn"):
+            for s in (0, 1, 2):
+                accs = rng.uniform(0.5, 1.0, 3).round(6).tolist()
+                r = {"kind": "quality", "status": "ok", "key": f"{dataset}-{setting}-s{s}-{method}", "dataset": dataset,
+                     "setting": setting, "seed": s, "method": method, "test_accuracy_rounds": accs,
+                     "wall_seconds": float(rng.uniform(50, 500)), "stage_seconds": {"train": float(rng.uniform(10, 90))},
+                     "train_rows": 1000, "train_rows_used": 1000, "realised_noise": 0.4}
+                if method != "base":
+                    p, rc = rng.uniform(0.3, 1.0, 2)
+                    r["detection"] = {"precision": float(p), "recall": float(rc), "f1": float(2 * p * rc / (p + rc))}
+                if method.startswith("noiseal"):
+                    r["recovery"] = {"fixed": float(rng.uniform()), "broken": float(rng.uniform(0, 0.1))}
+                    r["llm_queries"] = 0
+                recs.append(r)
+    recs.append({"kind": "quality", "status": "failed", "key": "trec-asym40-s9-base", "dataset": "trec",
+                 "setting": "asym40", "seed": 9, "method": "base", "error": "boom", "wall_seconds": 1e6})
+    return recs
+
+
+def test_mean_sd():
+    m, sd, n = report.mean_sd([0.9, 0.8, 0.7])
+    assert m == pytest.approx(0.8) and sd == pytest.approx(0.1) and n == 3
+    assert report.mean_sd([0.5]) == (0.5, None, 1)
+    assert report.mean_sd([None, float("nan")]) == (None, None, 0)
+    assert report.mean_sd([None, 2.0, 4.0])[0] == pytest.approx(3.0)
+
+
+def test_fmt():
+    assert report.fmt(0.91234, 0.0123, scale=100, decimals=1) == "91.2 ± 1.2"
+    assert report.fmt(0.5, None) == "0.500"
+    assert report.fmt(None, None) == "-"
+
+
+def test_aggregate_groups_over_seeds_and_skips_failures():
+    rows = report.aggregate(_records())
+    assert len(rows) == 9
+    for row in rows:
+        assert row["seeds"] == [0, 1, 2] and row["n"] == 3
+    order = [r["method"] for r in rows if (r["dataset"], r["setting"]) == ("trec", "asym40")]
+    assert order == ["base", "cleanlab", "noiseal-knn"]
+    base = next(r for r in rows if r["method"] == "base")
+    assert base["detection.precision"]["mean"] is None  # plain fine-tuning detects nothing
+
+
+def _expected_cells(recs: list[dict]) -> dict[tuple, list[str]]:
+    """The table cells recomputed independently with numpy from the raw records."""
+    out = {}
+    ok = [r for r in recs if r["status"] == "ok"]
+    for key in {(r["dataset"], r["setting"], r["method"]) for r in ok}:
+        group = [r for r in ok if (r["dataset"], r["setting"], r["method"]) == key]
+        cells = []
+        for _, path, scale, dec in report.QUALITY_COLUMNS:
+            vals = []
+            for r in group:
+                if path == "acc_best":
+                    vals.append(max(r["test_accuracy_rounds"]))
+                elif path == "acc_last":
+                    vals.append(r["test_accuracy_rounds"][-1])
+                else:
+                    v = r
+                    for part in path.split("."):
+                        v = v.get(part) if isinstance(v, dict) else None
+                    if v is not None:
+                        vals.append(v)
+            if not vals:
+                cells.append("-")
+            else:
+                a = np.array(vals, float) * scale
+                cells.append(f"{a.mean():.{dec}f} ± {a.std(ddof=1):.{dec}f}" if len(a) > 1 else f"{a.mean():.{dec}f}")
+        out[key] = cells
+    return out
+
+
+def test_every_number_in_the_markdown_comes_from_records(tmp_path):
+    recs = _records(1)
+    grid = smoke()
+    results = tmp_path / "RESULTS.md"
+    report.write_all(records=recs, grid=grid, results=results, csv_json_dir=tmp_path / "results",
+                     command="python -m benchmarks.run --grid smoke", run_info={}, out_rel="benchmarks/out/smoke")
+    text = results.read_text()
+    expected = _expected_cells(recs)
+    section = text.split("## Denoising quality", 1)[1].split("###", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| dataset")
+            and not ln.startswith("| ---")]
+    assert len(rows) == len(expected)
+    for ln in rows:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        key = (cells[0], cells[1], cells[2])
+        assert cells[4:] == expected[key], key
+    # The failed cell is named, not averaged in (its absurd wall time appears nowhere).
+    assert "trec-asym40-s9-base" in text and "boom" in text
+    assert "1000000" not in text
+    # The CSV carries the same means.
+    csv_text = (tmp_path / "results" / "quality-smoke.csv").read_text()
+    assert csv_text.count("\n") == len(expected) + 1
+    data = json.loads((tmp_path / "results" / "results-smoke.json").read_text())
+    assert len(data["rows"]) == len(expected)
+
+
+def test_no_number_in_the_tables_without_a_record(tmp_path):
+    """With no records the quality tables hold no numbers at all."""
+    results = tmp_path / "R.md"
+    report.write_all(records=[], grid=smoke(), results=results, csv_json_dir=tmp_path / "r", command="x",
+                     run_info={}, out_rel="o")
+    section = results.read_text().split("## Denoising quality", 1)[1].split("## Speed", 1)[0]
+    table_lines = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert all(not re.search(r"\d", ln) for ln in table_lines if not ln.startswith("| dataset")
+               and not ln.startswith("| run"))
+
+
+def test_grids_are_well_formed():
+    for g in (smoke(), full()):
+        keys = [c.key for c in g.cells]
+        assert len(keys) == len(set(keys))
+        for c in g.cells:
+            assert c.dataset in DATASETS and c.method in METHODS
+            assert not Path(DATASETS[c.dataset].train).is_absolute()
+    assert {c.method for c in full().cells} == set(METHODS)
+    assert get_grid("smoke").name == "smoke"
+    with pytest.raises(ValueError):
+        get_grid("nope")
+
+
+def test_bench_command_is_cheap_to_import():
+    code = ("import sys, noiseal_ray.commands.bench; "
+            "bad = [m for m in ('torch', 'ray', 'transformers', 'cleanlab') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_bench_command_registered():
+    from typer.testing import CliRunner
+
+    import cli
+
+    res = CliRunner().invoke(cli.app, ["bench", "--help"])
+    assert res.exit_code == 0 and "--grid" in res.output
