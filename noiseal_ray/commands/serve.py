@@ -65,7 +65,7 @@ def serve(
     if started_ray:
         # A local cluster needs at least 2 logical CPUs: one bundle for the engine, one spare for
         # Serve's own actors, even on a 1-core machine.
-        kwargs = {"address": address} if address else {"num_cpus": max(2, os.cpu_count() or 1)}
+        kwargs = {"address": address} if address else {"address": "local", "num_cpus": max(2, os.cpu_count() or 1)}
         ray.init(include_dashboard=False, **kwargs)
     deployment = None
     try:
