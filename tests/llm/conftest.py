@@ -1,4 +1,4 @@
-"""One real vLLM CPU engine for the whole tests/llm session, deployed the way a run deploys it.
+"""One real vLLM CPU engine for all of tests/llm, deployed the way a run deploys it.
 
 The engine serves the packaged SmolLM2-135M-Instruct (converted once into the user cache) through
 ``llm_backend``: Ray Serve + ``ray.serve.llm`` + prefix caching, CPU placement. Starting it costs
@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.llm)
 
 
-@pytest.fixture(scope="session")
+# Package scope (tests/llm is a package for this): Ray and the engine go down after the last LLM
+# test, before later modules start Ray clusters of their own.
+@pytest.fixture(scope="package")
 def llm_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnnotatorSpec]:
     """The AnnotatorSpec yielded by ``llm_backend`` for a deployed SmolLM2 (options hold base_url,
     model, cache_dir under a temporary run dir)."""
