@@ -17,6 +17,7 @@ from noiseal_ray.errors import ConfigError
 
 ANNOTATORS = ("none", "knn", "llm")
 HARD_POLICIES = ("given", "strong")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RunConfig:
     address: str | None = None  # None: start a local Ray sized to this machine
     storage_path: str | None = None  # Ray Train storage; default <out>/checkpoints
     max_failures: int = 2  # Ray Train worker-group restarts per fit
+    train_placement: str = "PACK"  # Ray placement strategy of the Train workers: PACK or SPREAD (one
+    # node's loss then costs one worker, not all), or STRICT_PACK / STRICT_SPREAD
     score_batch_size: int = 128
     score_actors: int | None = None  # None: one per worker
     # --- models -------------------------------------------------------------------------
@@ -88,6 +91,8 @@ class RunConfig:
             raise ConfigError(f"annotator_fallback must be one of {ANNOTATORS}")
         if self.hard_policy not in HARD_POLICIES:
             raise ConfigError(f"hard_policy must be one of {HARD_POLICIES}, got {self.hard_policy!r}")
+        if self.train_placement not in PLACEMENTS:
+            raise ConfigError(f"train_placement must be one of {PLACEMENTS}, got {self.train_placement!r}")
         for name in ("workers", "batch_size", "max_length", "score_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

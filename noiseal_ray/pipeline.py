@@ -26,8 +26,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from noiseal_ray.config import RunConfig, save_config
-from noiseal_ray.data.io import atomic_write_text, check_writable, replace_dir
-from noiseal_ray.errors import ConfigError, OutputError
+from noiseal_ray.data.io import (atomic_write_text, check_run_dir_path, check_writable, replace_dir,
+                                 sweep_debris)
+from noiseal_ray.errors import OutputError
 from noiseal_ray.partition import CODES, ThresholdState
 
 log = logging.getLogger("noiseal_ray")
@@ -35,7 +36,8 @@ log = logging.getLogger("noiseal_ray")
 # Options that do not change results: a rerun may change them and still resume.
 RESUME_FREE = {"address", "report", "score_actors", "score_batch_size", "llm_concurrency", "llm_timeout_s",
                "llm_retries", "llm_endpoint", "llm_api_key_env", "llm_min_replicas", "llm_max_replicas",
-               "llm_target_ongoing_requests", "max_failures", "storage_path", "annotator_fallback"}
+               "llm_target_ongoing_requests", "max_failures", "storage_path", "annotator_fallback",
+               "train_placement"}
 
 TABLE_DROP = ("probs", "embedding")
 
@@ -83,6 +85,10 @@ class Progress:
             rate = f", {n / dt:,.0f} rows/s" if n and dt > 0 else ""
             extra = f" ({info['note']})" if info.get("note") else ""
             self.echo(f"  {label} done in {dt:.1f}s{rate}{extra}")
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.echo(f"  {text}")
 
 
 @dataclass
@@ -467,13 +473,15 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
 
     fit_fn = fit_fn or train_mod.fit
     progress = progress or Progress()
-    if "://" in str(out) and not str(out).startswith("file://"):
-        raise ConfigError(f"--out {out}: the run directory must be a local or mounted path (e.g. NFS); "
-                          "give object-store URIs to --storage-path (Ray Train checkpoints) instead")
+    check_run_dir_path(out)
     out = Path(out)
     config.validate()
     check_writable(out)  # before any work: an unwritable --out fails in milliseconds
     _check_resume(out, config)
+    # A killed earlier run may have left temp files/dirs; none is ever read, so they just go.
+    swept = sweep_debris(out, skip=("checkpoints",))
+    if swept:
+        progress.note(f"removed {len(swept)} leftover temp file(s) of an interrupted earlier run")
     manifest = Manifest.load(out)
     rounds_dir = out / "rounds"
     t_start = time.time()
@@ -529,7 +537,8 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
                 ds = _read(table_dir, ["text", "label", "part", "llm_label"])
                 m = fit_fn(spec=train_args(init_dir, epochs, config.seed + r), dataset=ds, workers=config.workers,
                            use_gpu=use_gpu, name=f"{out.name}-r{r}", storage_path=storage,
-                           max_failures=config.max_failures, out_dir=str(model_dir), test_dataset=test_ds)
+                           max_failures=config.max_failures, out_dir=str(model_dir), test_dataset=test_ds,
+                           placement_strategy=config.train_placement)
                 st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}" + (
                     f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
             timed("train", st["seconds"])

@@ -184,12 +184,14 @@ class TrainSpec:
 
 
 def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
-        max_failures: int, out_dir: str, test_dataset=None, train_loop_fn=None) -> dict:
+        max_failures: int, out_dir: str, test_dataset=None, train_loop_fn=None,
+        placement_strategy: str = "PACK") -> dict:
     """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return rank 0's metrics
     (losses, and ``test_accuracy`` when ``test_dataset`` with columns text, label is given).
 
     ``dataset``: Ray Dataset with TRAIN_COLUMNS. Re-running with the same ``name`` and
     ``storage_path`` resumes from the fit's last checkpoint (Ray Train's own behaviour).
+    ``placement_strategy``: Ray's placement of the worker bundles (PACK, SPREAD, STRICT_*).
     """
     import shutil
 
@@ -208,7 +210,8 @@ def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, sto
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop_fn or train_loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     placement_strategy=placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),

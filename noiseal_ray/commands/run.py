@@ -12,7 +12,8 @@ from noiseal_ray.commands.options import Address, IdCol, LabelCol, Seed, TextCol
 
 def run(
     data: Annotated[Optional[str], typer.Option("--data", help="Corpus (.csv/.jsonl/.parquet, local or URI). Default: the shipped sample.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Run directory (created; rerun the same command to resume).")] = Path("noiseal-out"),
+    # str, not Path: pathlib folds "s3://b/k" into "s3:/b/k", and the refusal should quote what was typed.
+    out: Annotated[str, typer.Option("--out", help="Run directory, a local or mounted path (created; rerun the same command to resume).")] = "noiseal-out",
     config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any run option; flags override it.")] = None,
     text_col: TextCol = None,
     label_col: LabelCol = None,
@@ -32,6 +33,7 @@ def run(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Per-worker batch [default: 32].")] = None,
     hard_policy: Annotated[Optional[str], typer.Option("--hard-policy", help="Final label of H: strong | given.")] = None,
     storage_path: Annotated[Optional[str], typer.Option("--storage-path", help="Ray Train storage (URI on multi-node).")] = None,
+    train_placement: Annotated[Optional[str], typer.Option("--train-placement", help="Train workers' placement: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD [default: PACK].")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, do nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
@@ -43,14 +45,18 @@ def run(
       noiseal-ray run --data tickets.csv --text-col body --label-col queue --out runs/tickets --workers 8
     """
     from noiseal_ray.config import make_config
+    from noiseal_ray.data.io import check_run_dir_path
     from noiseal_ray.pipeline import Progress, apply_sample_defaults, run_pipeline
+
+    check_run_dir_path(out)  # run_pipeline checks too; here it also stops a --dry-run that could never run
 
     overrides = dict(data=data, text_col=text_col, label_col=label_col, id_col=id_col,
                      clean_label_col=clean_label_col, test_data=test_data, workers=workers, annotator=annotator,
                      address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds,
                      strong_model=strong_model, llm_model=llm_model, llm_endpoint=llm_endpoint,
                      max_length=max_length, batch_size=batch_size, hard_policy=hard_policy,
-                     storage_path=storage_path, report=False if no_report else None)
+                     storage_path=storage_path, train_placement=train_placement,
+                     report=False if no_report else None)
     cfg = apply_sample_defaults(make_config(file=config_file, overrides=overrides))
     if dry_run:
         from noiseal_ray.plan import describe_plan

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from noiseal_ray.errors import InputError, OutputError
+from noiseal_ray.errors import ConfigError, InputError, OutputError
 
 FORMATS = ("csv", "jsonl", "parquet")
 MAX_SHOWN = 5  # offending rows named in an error message
@@ -260,6 +260,26 @@ def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+# pathlib folds "s3://bucket/key" into "s3:/bucket/key": a --out handed in as a Path would otherwise
+# pass as a relative local folder "s3:".
+_FOLDED_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/(?!/)")
+
+
+def check_run_dir_path(out: str | Path) -> None:
+    """Raise ConfigError unless ``out`` can be a run directory: a local or mounted POSIX path.
+
+    Ray Data tasks on every node write the round tables into it and the driver writes the manifest
+    and metrics with plain file I/O, so an object-store URI cannot work; it has to be one path that
+    every node sees (NFS, EFS, Filestore, a ReadWriteMany volume). The deployment files' tests apply
+    this same rule to every documented ``noiseal-ray run --out``.
+    """
+    text = str(out)
+    folded = _FOLDED_URI.match(text) and not text.startswith("file:")
+    if is_uri(text) or folded:
+        raise ConfigError(f"--out {out}: the run directory must be a local or mounted path (e.g. NFS); "
+                          "give object-store URIs to --storage-path (Ray Train checkpoints) instead")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
     path = Path(path)
@@ -317,6 +337,38 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
+
+
+# What our own writers leave behind when killed mid-write: atomic_write_bytes' ".<name>.<rand>.tmp",
+# the stage writers' ".<name>.tmp", save_bundle's ".<name>.tmp-<rand>", replace_dir's
+# ".<name>.old-<hex8>" and check_writable's probe. Only dot-names of exactly these shapes match.
+_DEBRIS = re.compile(r"^\.(?:.+\.tmp|.+\.tmp-[A-Za-z0-9_]+|.+\.old-[0-9a-f]{8}|write-probe-[0-9a-f]{8})$")
+
+
+def sweep_debris(root: str | Path, *, skip: Sequence[str] = ()) -> list[Path]:
+    """Delete the leftovers of killed writes under ``root`` (see ``_DEBRIS``); return what went.
+
+    Never descends into the top-level folders named in ``skip`` (e.g. Ray Train's storage).
+    Call it only while no other writer works in ``root``.
+    """
+    root = Path(root)
+    gone: list[Path] = []
+    if not root.is_dir():
+        return gone
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in list(dirnames):
+            if _DEBRIS.match(name):
+                shutil.rmtree(here / name, ignore_errors=True)
+                dirnames.remove(name)
+                gone.append(here / name)
+        for name in filenames:
+            if _DEBRIS.match(name):
+                (here / name).unlink(missing_ok=True)
+                gone.append(here / name)
+    return gone
 
 
 def check_writable(path: str | Path) -> None:

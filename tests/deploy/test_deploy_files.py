@@ -12,6 +12,7 @@ import ipaddress
 import re
 import shlex
 from pathlib import Path
+from typing import Iterator
 
 import jsonschema
 import pydantic
@@ -27,6 +28,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
 from noiseal_ray.config import RunConfig, make_config
+from noiseal_ray.data.io import check_run_dir_path
 from noiseal_ray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,8 +332,9 @@ def test_rayjob_runs_the_pipeline():
     assert args[:2] == ["noiseal-ray", "run"]
     flags = dict(zip(args[2::2], args[3::2]))
     assert flags["--address"] == "auto"
-    for flag in ("--out", "--storage-path"):  # shared storage that outlives the pods
-        assert flags[flag].startswith(("s3://", "gs://")), flag
+    # Storage that outlives the pods: checkpoints in an object store, the run directory on the
+    # shared volume (test_run_dir_is_shared_in_every_rayjob_group).
+    assert flags["--storage-path"].startswith(("s3://", "gs://"))
     groups = {g["groupName"] for g in spec["rayClusterSpec"]["workerGroupSpecs"]}
     assert {"cpu", "gpu-train", "gpu-llm"} <= groups
 
@@ -387,6 +390,142 @@ def test_run_commands_use_known_flags(rel):
         commands.append(shlex.split(load(rel)["spec"]["entrypoint"])[2:])
     unknown = {a.split("=")[0] for args in commands for a in args if a.startswith("--")} - _RUN_FLAGS
     assert not unknown, f"{rel}: flags with no RunConfig field: {sorted(unknown)}"
+
+
+# --- the run directory (--out) ---------------------------------------------------------------
+# Ray Data tasks on every node write the round tables into --out, so it must be one POSIX path that
+# every node mounts; run_pipeline refuses object-store URIs. The files once told users to pass
+# `--out s3://...`, which fails at start-up.
+
+RUN_CMD = r"noiseal-ray\s+run"
+_OUT_MENTION = re.compile(r"--out(?:=|\s+)([^\s`'\"\\)]+)")
+
+
+def yaml_strings(node) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from yaml_strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from yaml_strings(v)
+
+
+def run_commands(rel: str) -> list[list[str]]:
+    """Arguments of every `noiseal-ray run` command in ``rel``.
+
+    One with no option at all is prose ("`noiseal-ray run` refuses ..."), one with `...` an elision.
+
+    In YAML, comments are read as text and values as loaded: a RayJob entrypoint is a folded
+    scalar, one command over several lines with no backslashes.
+    """
+    text = read(rel)
+    if rel.endswith(".yaml"):
+        comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+        found = command_args(comments, RUN_CMD)
+        for doc in yaml.safe_load_all(text):
+            for value in yaml_strings(doc):
+                found += command_args(value, RUN_CMD)
+    else:
+        found = command_args(text, RUN_CMD)
+    return [args for args in found if "..." not in args and any(a.startswith("-") for a in args)]
+
+
+def out_value(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--out":
+            return args[i + 1] if i + 1 < len(args) else ""
+        if arg.startswith("--out="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _run_dir_problem(out: str) -> str | None:
+    try:
+        check_run_dir_path(out)  # the rule run_pipeline applies
+    except ConfigError as exc:
+        return str(exc)
+    return f"--out {out}: not a plain path" if "://" in out else None
+
+
+def run_dir_errors(text: str, commands: list[list[str]]) -> list[str]:
+    """Every --out of a cluster command: a path the pipeline accepts, absolute (the same on every
+    node, not relative to the driver's directory). Every other `--out VALUE` in the text, prose
+    included, must at least not be a URI."""
+    errors = []
+    for args in commands:
+        out = out_value(args)
+        if out is None:
+            errors.append(f"noiseal-ray run {' '.join(args)}: no --out, so a folder on the head alone")
+            continue
+        problem = _run_dir_problem(out)
+        if problem is None and not out.startswith("/"):
+            problem = f"--out {out}: not an absolute path, so not the same directory on every node"
+        if problem:
+            errors.append(problem)
+    for m in _OUT_MENTION.finditer(text):
+        problem = _run_dir_problem(m.group(1))
+        if problem:
+            errors.append(problem)
+    return errors
+
+
+@pytest.mark.parametrize("rel", TEXT_FILES)
+def test_run_dir_is_a_shared_path(rel):
+    assert run_dir_errors(read(rel), run_commands(rel)) == []
+
+
+def test_every_cluster_way_documents_a_run():
+    for rel in ("cluster.yaml", "deploy/cluster-local.yaml", "deploy/kuberay-rayjob.yaml", "deploy/README.md"):
+        assert run_commands(rel), f"{rel}: no noiseal-ray run command found; is the parser still right?"
+
+
+def test_run_dir_check_catches_object_store_out():
+    bad = [
+        "#       --out s3://YOUR_BUCKET/noiseal/runs/run-1 \\",
+        "- **S3**: `--out s3://YOUR_BUCKET/noiseal/runs/run-1 --storage-path s3://YOUR_BUCKET/x`.",
+        "  entrypoint: >-",
+    ]
+    entrypoint = "noiseal-ray run --data s3://B/d.parquet --out gs://B/runs/run-1 --address auto"
+    commands = command_args(bad[0], RUN_CMD) + command_args(entrypoint, RUN_CMD)
+    assert len(run_dir_errors("\n".join(bad), commands)) == 3
+    relative = command_args("noiseal-ray run --out runs/run-1 --address auto", RUN_CMD)
+    missing = command_args("noiseal-ray run --data /mnt/shared/d.csv --address auto", RUN_CMD)
+    assert len(run_dir_errors("", relative + missing)) == 2
+    good = command_args("noiseal-ray run --out=/mnt/shared/noiseal/runs/run-1", RUN_CMD)
+    assert run_dir_errors("an s3:// --out is refused", good) == []
+
+
+def test_run_dir_is_shared_in_every_rayjob_group():
+    rel = "deploy/kuberay-rayjob.yaml"
+    out = out_value(shlex.split(load(rel)["spec"]["entrypoint"]))
+    claim = load(rel, kind="PersistentVolumeClaim")
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "pods on different nodes mount it at once"
+    cluster = ray_cluster_spec(rel)
+    groups = {"head": cluster["headGroupSpec"]} | {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    for name, group in groups.items():
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        shared = [
+            m for c in pod["containers"] for m in c.get("volumeMounts", [])
+            if Path(out).is_relative_to(m["mountPath"])
+            and volumes[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]
+            and not m.get("readOnly")
+        ]
+        assert shared, f"group {name}: {out} is not on the claim {claim['metadata']['name']}"
+
+
+def test_run_dir_is_mounted_on_every_aws_node():
+    config = load("cluster.yaml")
+    outs = {out_value(args) for args in run_commands("cluster.yaml")}
+    assert outs and None not in outs
+    binds = [re.fullmatch(r"-v\s+(\S+):(\S+)", opt) for opt in config["docker"]["run_options"]]
+    binds = {m.group(2) for m in binds if m and m.group(1) == m.group(2)}  # same path inside and out
+    for out in outs:
+        (root,) = [b for b in binds if Path(out).is_relative_to(b)]
+        mounts = [c for c in config["initialization_commands"] if re.search(rf"\bmount\b.*\s{re.escape(root)}\b", c)]
+        assert mounts, f"{root}: bound into the container but never mounted on the host"
 
 
 # --- versions agree with pyproject -----------------------------------------------------------

@@ -258,5 +258,7 @@ def test_no_temp_leftovers_and_rerun_ignores_a_killed_writes_debris(llm_run):
     after = labels_of(out).sort_values("id").reset_index(drop=True)
     assert len(after) == 60 and after["id"].is_unique
     assert after.equals(before)
-    assert not tmp.exists()  # the killed write's temp dir was replaced, never read
+    assert not tmp.exists()  # the killed write's temp dir was removed, never read
+    assert not (out / ".manifest.json.abc123.tmp").exists()
+    assert not (out / ".metrics.json.abc123.tmp").exists()
     assert json.loads((out / "manifest.json").read_text())["stages"][-2:] == ["labels", "model"]

@@ -77,3 +77,60 @@ def test_unknown_config_option_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown config option"):
         make_config(file=cfg)
+
+
+def test_workers_and_placement_reach_ray_trains_scaling_config(monkeypatch, tmp_path):
+    """`run --workers N --train-placement S` -> RunConfig -> train.fit -> ScalingConfig(num_workers=N,
+    placement_strategy=S). The pipeline's fit call is captured (no Ray here); the real fit is then
+    called with those arguments and TorchTrainer replaced at the edge, where the captured
+    ScalingConfig is checked and the fit stopped."""
+    import noiseal_ray.pipeline as pipeline
+    import ray.train.torch
+
+    from noiseal_ray import train as train_mod
+
+    seen = {}
+
+    def fake_run_pipeline(*, config, out, progress=None, fit_fn=None):
+        seen["config"] = config
+        return {"rows": 0, "final": {"sizes": {"R": 0, "P": 0, "H": 0}}}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    res = invoke("run", "--workers", "5", "--train-placement", "SPREAD", "--out", str(tmp_path / "o"), "-q")
+    assert res.exit_code == 0, res.output
+    cfg = seen["config"]
+    assert (cfg.workers, cfg.train_placement) == (5, "SPREAD")
+
+    class Stop(Exception):
+        pass
+
+    class FakeTrainer:
+        def __init__(self, **kw):
+            seen["scaling"] = kw["scaling_config"]
+            raise Stop
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    spec = train_mod.TrainSpec(init_dir="x", epochs=1, seed=0, strong_lr=1e-5, weak_lr=1e-3, batch_size=8,
+                               rce_a=-4.0, embmix_alpha=0.75, sharpen_t=0.5, loss_weights=(1.0, 1.0, 1.0))
+    with pytest.raises(Stop):
+        train_mod.fit(spec=spec, dataset=None, workers=cfg.workers, use_gpu=False, name="n",
+                      storage_path=str(tmp_path), max_failures=0, out_dir=str(tmp_path / "m"),
+                      placement_strategy=cfg.train_placement)
+    assert seen["scaling"].num_workers == 5 and seen["scaling"].placement_strategy == "SPREAD"
+
+
+def test_bad_placement_is_a_config_error():
+    from noiseal_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_placement must be one of"):
+        invoke("run", "--train-placement", "EVERYWHERE", "--dry-run")
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_object_store_out_is_refused_before_any_work(tmp_path, extra, monkeypatch):
+    from noiseal_ray.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"--out s3://bucket/runs/1: the run directory must be a local or mounted"):
+        invoke("run", "--out", "s3://bucket/runs/1", *extra)
+    assert list(tmp_path.iterdir()) == []  # no "s3:" folder, nothing written

@@ -91,3 +91,26 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 def load_ok(tmp_path):
     return [json.loads(line)["a"] for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+
+
+def test_sweep_debris_removes_only_what_killed_writes_leave(tmp_path):
+    from noiseal_ray.data.io import sweep_debris
+
+    keep = ["labels.parquet/part-0.parquet", "metrics.json", ".hidden-user-file", "notes.tmp",
+            "checkpoints/.model.tmp-abc/state.json", "rounds/r1/.old-notes", "x.old-12345678"]
+    debris = [".metrics.json.k3j_x9.tmp", ".labels.parquet.tmp/part-0.parquet",
+              ".model.tmp-ab12cd/strong.safetensors", ".labels.parquet.old-0a1b2c3d/part-0.parquet",
+              ".write-probe-0123abcd", "rounds/r1/.table.tmp/bogus.parquet"]
+    for rel in keep + debris:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    gone = sweep_debris(tmp_path, skip=("checkpoints",))
+    for rel in keep:
+        assert (tmp_path / rel).exists(), rel
+    for rel in debris:
+        parts = rel.split("/")
+        top = next(i for i, part in enumerate(parts) if part.startswith("."))
+        assert not (tmp_path.joinpath(*parts[:top + 1])).exists(), rel  # the whole temp dir went
+    assert len(gone) == 6
+    assert sweep_debris(tmp_path / "missing") == []
