@@ -181,7 +181,7 @@ def measure(n: int, work: Path, actors: int) -> dict:
                                        actors=actors))
         stage("thresholds", lambda: P.thresholds(scored_dir=rd / "scored", state=state, num_classes=len(LABELS)))
         stage("demo_pool", lambda: P.demo_pool(scored_dir=rd / "scored", state=state, num_classes=len(LABELS),
-                                               per_class=cfg.demo_pool_per_class, seed=1))
+                                               per_class=cfg.demo_pool_per_class_for(len(LABELS)), seed=1))
         stage("annotate", lambda: P.annotate(scored_dir=rd / "scored", out_dir=rd / "table",
                                              spec=AnnotatorSpec(kind="knn"), pool=out["demo_pool"], state=state,
                                              round_no=1, label_names=LABELS, config=cfg, actors=actors))

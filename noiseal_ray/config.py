@@ -64,7 +64,8 @@ class RunConfig:
     annotator: str = "knn"
     demos: int = 10
     class_balanced_demos: bool = False
-    demo_pool_per_class: int = 2000  # bounds the R pool held in memory for retrieval
+    demo_pool_per_class: int = 2000  # bounds the R pool held in memory for retrieval ...
+    demo_pool_max_rows: int = 50_000  # ... and so does this, whatever the number of classes
     llm_model: str | None = None  # None: packaged SmolLM2-135M-Instruct (converted once)
     llm_endpoint: str | None = None  # OpenAI-compatible base URL; None: deploy our own
     llm_api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
@@ -93,7 +94,8 @@ class RunConfig:
             raise ConfigError(f"hard_policy must be one of {HARD_POLICIES}, got {self.hard_policy!r}")
         if self.train_placement not in PLACEMENTS:
             raise ConfigError(f"train_placement must be one of {PLACEMENTS}, got {self.train_placement!r}")
-        for name in ("workers", "batch_size", "max_length", "score_batch_size"):
+        for name in ("workers", "batch_size", "max_length", "score_batch_size", "demo_pool_per_class",
+                     "demo_pool_max_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_epochs", "rounds", "demos", "max_failures", "llm_candidates_topk"):
@@ -113,6 +115,11 @@ class RunConfig:
         if len(self.loss_weights) != 3:
             raise ConfigError("loss_weights needs three numbers: R, P, H")
         return self
+
+    def demo_pool_per_class_for(self, num_classes: int) -> int:
+        """Rows per class in the demonstration pool: the per-class bound, lowered so that the pool
+        (held by the driver and every annotate actor) stays under ``demo_pool_max_rows``."""
+        return max(1, min(self.demo_pool_per_class, self.demo_pool_max_rows // max(num_classes, 1)))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

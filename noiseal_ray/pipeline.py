@@ -590,7 +590,7 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
                 if not manifest.done(f"r{r}/annotate"):
                     with progress.stage(f"{tag} partition + annotate ({config.annotator})") as st:
                         pool = demo_pool(scored_dir=rd / "scored", state=state, num_classes=c,
-                                         per_class=config.demo_pool_per_class, seed=config.seed + r)
+                                         per_class=config.demo_pool_per_class_for(c), seed=config.seed + r)
                         annotate(scored_dir=rd / "scored", out_dir=rd / "table", spec=spec, pool=pool, state=state,
                                  round_no=r, label_names=names, config=config, actors=actors)
                         counts = round_counts(table_dir=rd / "table", round_no=r, hard_policy=config.hard_policy)

@@ -134,3 +134,14 @@ def test_object_store_out_is_refused_before_any_work(tmp_path, extra, monkeypatc
     with pytest.raises(ConfigError, match=r"--out s3://bucket/runs/1: the run directory must be a local or mounted"):
         invoke("run", "--out", "s3://bucket/runs/1", *extra)
     assert list(tmp_path.iterdir()) == []  # no "s3:" folder, nothing written
+
+
+def test_demo_pool_stays_bounded_whatever_the_number_of_classes():
+    from noiseal_ray.config import ConfigError, make_config
+
+    cfg = make_config()
+    assert cfg.demo_pool_per_class_for(6) == 2000
+    assert cfg.demo_pool_per_class_for(1000) * 1000 <= 50_000
+    assert make_config(overrides={"demo_pool_max_rows": 10}).demo_pool_per_class_for(1000) == 1  # never 0
+    with pytest.raises(ConfigError, match="demo_pool_max_rows must be >= 1"):
+        make_config(overrides={"demo_pool_max_rows": 0})
