@@ -46,7 +46,8 @@ def _threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _spec(cell: Cell, init_dir: Path, epochs: int, seed: int):
+def _spec(cell: Cell, init_dir: Path, epochs: int, seed: int, *, epoch_offset: int = 0,
+          total_epochs: int | None = None):
     from noiseal_ray.config import RunConfig
     from noiseal_ray.train import TrainSpec
 
@@ -54,7 +55,8 @@ def _spec(cell: Cell, init_dir: Path, epochs: int, seed: int):
     return TrainSpec(init_dir=str(init_dir.resolve()), epochs=epochs, seed=seed, strong_lr=d.strong_lr,
                      weak_lr=d.weak_lr, batch_size=cell.training.batch_size, rce_a=d.rce_a,
                      embmix_alpha=d.embmix_alpha, sharpen_t=d.sharpen_t, loss_weights=tuple(d.loss_weights),
-                     threads=_threads(cell.training.workers))
+                     threads=_threads(cell.training.workers), lr_schedule=cell.training.lr_schedule,
+                     epoch_offset=epoch_offset, total_epochs=total_epochs)
 
 
 def _train_dataset(texts, labels):
@@ -104,7 +106,9 @@ def finetune(cell: Cell, *, texts, labels, names, test, work: Path, stages: dict
     t0 = time.time()
     for r, epochs in enumerate(schedule):
         out = work / f"model{r}"
-        m = fit(spec=_spec(cell, init, epochs, cell.seed + r), dataset=ds, workers=tr.workers, use_gpu=False,
+        # The learning-rate schedule NoiseAL runs with, over the same total number of epochs.
+        m = fit(spec=_spec(cell, init, epochs, cell.seed + r, epoch_offset=sum(schedule[:r]),
+                           total_epochs=sum(schedule)), dataset=ds, workers=tr.workers, use_gpu=False,
                 name=f"{cell.key}-{work.name}-f{r}", storage_path=str((work / "checkpoints").resolve()),
                 max_failures=2, out_dir=str(out), test_dataset=test_ds)
         accs.append(float(m["test_accuracy"]))
@@ -159,7 +163,7 @@ def run_cleanlab(cell: Cell, meta: dict, work: Path) -> dict:
             reused.append(f)  # finished fold model of an interrupted run of this same cell spec
         else:
             trn = fold != f
-            fit(spec=_spec(cell, init, cv_epochs, cell.seed + 1000 + f), dataset=_train_dataset(texts[trn], y[trn]),
+            fit(spec=_spec(cell, init, cv_epochs, cell.seed + 1000 + f, total_epochs=cv_epochs), dataset=_train_dataset(texts[trn], y[trn]),
                 workers=tr.workers, use_gpu=False, name=f"{cell.key}-cv{f}",
                 storage_path=str((work / "checkpoints").resolve()), max_failures=2, out_dir=str(out))
         stages["cv_train"] = stages.get("cv_train", 0.0) + time.time() - t0
@@ -198,7 +202,8 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
         data=meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
         clean_label_col=meta["clean_label_col"], test_data=meta["test"], test_label_col=meta["test_label_col"],
         max_length=tr.max_length, workers=tr.workers, batch_size=tr.batch_size, seed=cell.seed,
-        warmup_epochs=tr.warmup_epochs, rounds=tr.rounds, annotator=annotator, report=False, max_failures=2))
+        warmup_epochs=tr.warmup_epochs, rounds=tr.rounds, annotator=annotator, report=False, max_failures=2,
+        lr_schedule=tr.lr_schedule))
     progress = RecordingProgress()
     m = run_pipeline(config=cfg, out=work / "run", progress=progress)
     rounds = m["rounds"]

@@ -134,7 +134,7 @@ def run_speed(grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="noiseal-ray benchmarks: quality grid + speed, then RESULTS.md")
-    p.add_argument("--grid", default="smoke", choices=["smoke", "full"])
+    p.add_argument("--grid", default="smoke", choices=["smoke", "trec40", "full"])
     p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/<grid>]")
     p.add_argument("--results", default=None,
                    help="Markdown to write [default: benchmarks/RESULTS.md for smoke, benchmarks/RESULTS-full.md for full]")

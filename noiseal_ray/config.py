@@ -47,6 +47,7 @@ class RunConfig:
     weak_hidden: int = 128
     strong_lr: float = 5e-5
     weak_lr: float = 1e-3
+    lr_schedule: str = "linear"  # linear decay over all epochs of the run, or "constant"
     batch_size: int = 32  # per worker
     seed: int = 0
     # --- method -------------------------------------------------------------------------
@@ -92,6 +93,8 @@ class RunConfig:
             raise ConfigError(f"annotator_fallback must be one of {ANNOTATORS}")
         if self.hard_policy not in HARD_POLICIES:
             raise ConfigError(f"hard_policy must be one of {HARD_POLICIES}, got {self.hard_policy!r}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ConfigError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if self.train_placement not in PLACEMENTS:
             raise ConfigError(f"train_placement must be one of {PLACEMENTS}, got {self.train_placement!r}")
         for name in ("workers", "batch_size", "max_length", "score_batch_size", "demo_pool_per_class",

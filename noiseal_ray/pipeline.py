@@ -522,8 +522,14 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
                              label_names=names, min_classes=1)
             test_ds = ray.data.from_arrow(tc.to_table().select(["text", "label"]))
 
-        def train_args(init_dir: Path, epochs: int, seed: int) -> train_mod.TrainSpec:
+        total_epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
+
+        def train_args(init_dir: Path, epochs: int, seed: int, r: int) -> train_mod.TrainSpec:
+            offset = train_mod.run_epoch_offset(round_no=r, warmup_epochs=config.warmup_epochs,
+                                                epochs_per_round=config.epochs_per_round)
             return train_mod.TrainSpec(init_dir=str(init_dir.resolve()), epochs=epochs, seed=seed,
+                                       lr_schedule=config.lr_schedule, epoch_offset=offset,
+                                       total_epochs=total_epochs,
                                        strong_lr=config.strong_lr, weak_lr=config.weak_lr,
                                        batch_size=config.batch_size, rce_a=config.rce_a,
                                        embmix_alpha=config.embmix_alpha, sharpen_t=config.sharpen_t,
@@ -535,7 +541,7 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
             with progress.stage(f"[round {r}/{config.rounds}] train {epochs} epoch(s) on {config.workers} "
                                 f"worker(s){' (GPU)' if use_gpu else ''}", rows=manifest.data["n_rows"] * epochs) as st:
                 ds = _read(table_dir, ["text", "label", "part", "llm_label"])
-                m = fit_fn(spec=train_args(init_dir, epochs, config.seed + r), dataset=ds, workers=config.workers,
+                m = fit_fn(spec=train_args(init_dir, epochs, config.seed + r, r), dataset=ds, workers=config.workers,
                            use_gpu=use_gpu, name=f"{out.name}-r{r}", storage_path=storage,
                            max_failures=config.max_failures, out_dir=str(model_dir), test_dataset=test_ds,
                            placement_strategy=config.train_placement)

@@ -92,6 +92,12 @@ def train_loop(config: dict) -> None:
     weights = tuple(config["loss_weights"])
     for epoch in range(start_epoch, config["epochs"]):
         t0 = time.time()
+        # Set every epoch (also after a restore): the rate is a function of the epoch alone.
+        factor = lr_factor(epoch=epoch, lr_schedule=config.get("lr_schedule", "constant"),
+                           epoch_offset=config.get("epoch_offset", 0), total_epochs=config.get("total_epochs"))
+        for opt, key in ((opt_s, "strong_lr"), (opt_w, "weak_lr")):
+            for group in opt.param_groups:
+                group["lr"] = config[key] * factor
         torch.manual_seed(config["seed"] * 100_003 + epoch * 101 + rank)
         strong.train()
         weak.train()
@@ -121,7 +127,7 @@ def train_loop(config: dict) -> None:
                     sums["h"] += parts.h
             steps += 1
             rows += len(batch["label"])
-        metrics = {"epoch": epoch + 1, "steps": steps, "rows_rank0": rows, "seconds": time.time() - t0,
+        metrics = {"epoch": epoch + 1, "steps": steps, "lr_factor": factor, "rows_rank0": rows, "seconds": time.time() - t0,
                    **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}
         if rank == 0 and config.get("has_test") and epoch + 1 == config["epochs"]:
             # Rank 0 evaluates the clean test set with the model in memory: no extra actors.
@@ -181,6 +187,31 @@ class TrainSpec:
     sharpen_t: float
     loss_weights: tuple[float, float, float]
     threads: int | None = None
+    # Learning-rate schedule over the whole run, of which this fit is a part: "linear" decays both
+    # models' rates linearly per epoch, lr * (1 - e / total_epochs) for the run's epoch e (0-based),
+    # the usual schedule for fine-tuning transformers; "constant" keeps them. A fit that is not
+    # part of a longer run leaves total_epochs None (constant).
+    lr_schedule: str = "linear"
+    epoch_offset: int = 0
+    total_epochs: int | None = None
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of the base learning rates in this fit's ``epoch`` (0-based)."""
+        return lr_factor(epoch=epoch, lr_schedule=self.lr_schedule, epoch_offset=self.epoch_offset,
+                         total_epochs=self.total_epochs)
+
+
+def run_epoch_offset(*, round_no: int, warmup_epochs: int, epochs_per_round: int) -> int:
+    """Epochs of the run done before the fit of round ``round_no`` (0 = the warm-up fit)."""
+    return 0 if round_no == 0 else warmup_epochs + (round_no - 1) * epochs_per_round
+
+
+def lr_factor(*, epoch: int, lr_schedule: str = "linear", epoch_offset: int = 0,
+              total_epochs: int | None = None) -> float:
+    """See ``TrainSpec.lr_schedule``: 1 - (epoch_offset + epoch) / total_epochs, or 1."""
+    if lr_schedule == "constant" or not total_epochs:
+        return 1.0
+    return max(0.0, 1.0 - (epoch_offset + epoch) / total_epochs)
 
 
 def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
