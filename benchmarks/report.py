@@ -32,6 +32,9 @@ NOTES = """\
   method's default schedule -- but has not been run: on a 2-core CPU machine it needs days. It is meant for a
   GPU cluster or a long unattended run (the bench runner starts its own local Ray; joining a cluster is not wired in yet); it
   resumes from its records after an interruption.
+- The `trec40` grid (`noiseal-ray bench --grid trec40`, written to `benchmarks/RESULTS.md`) is the headline
+  comparison: the full TREC training split at 40% asymmetric and 40% symmetric noise, one seed, about an hour
+  on 2 cores. The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
 - The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
@@ -260,6 +263,12 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               out_rel: str) -> None:
     if isinstance(command, str):
         command = {"regenerate": command, "rendered_by": command}
+    # A record made for another specification of its cell (the grid's training budget or schedule
+    # changed since) is not this grid's result: listed, never tabled.
+    current = {c.key: c.spec_hash() for c in grid.cells}
+    stale = [r for r in records if r.get("kind") == "quality" and r.get("key") in current
+             and "spec_hash" in r and current[r["key"]] != r["spec_hash"]]
+    records = [r for r in records if not any(r is x for x in stale)]
     rows = aggregate(records)
     quality = [r for r in records if r.get("kind") == "quality"]
     failed = [r for r in quality if r.get("status") != "ok"]
@@ -301,10 +310,13 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
         lines += ["Resumed cells: " + "; ".join(
             f"`{r['key']}` reused fold models {r['cv_folds_reused']} of an interrupted run of the same cell, so its "
             "wall time and `cv_train` exclude their training" for r in reused) + ".", ""]
-    if missing or failed:
+    if missing or failed or stale:
         lines += ["### Not in the table", ""]
         lines += [f"- `{r['key']}` failed: `{r.get('error')}`" for r in failed]
-        lines += [f"- `{k}` has no record yet" for k in missing if k not in {r['key'] for r in failed}]
+        lines += [f"- `{r['key']}`: its record was made for an earlier specification of the cell (spec hash "
+                  f"`{r['spec_hash']}`, now `{current[r['key']]}`); rerun the command "
+                  "to replace it" for r in stale]
+        lines += [f"- `{k}` has no record yet" for k in missing if k not in {r['key'] for r in failed + stale}]
         lines.append("")
     lines += ["## Speed", "", speed_markdown(records), ""]
     lines += ["## Notes", "", NOTES.format(grid=grid.name), ""]

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", default="smoke", choices=["smoke", "trec40", "full"])
     p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/<grid>]")
     p.add_argument("--results", default=None,
-                   help="Markdown to write [default: benchmarks/RESULTS.md for smoke, benchmarks/RESULTS-full.md for full]")
+                   help="Markdown to write [default: benchmarks/RESULTS.md for trec40, benchmarks/RESULTS-GRID.md otherwise]")
     p.add_argument("--data-root", default=None, help="datasets folder [default: <repo>/../shared/data]")
     p.add_argument("--only", choices=["quality", "speed", "report"], default=None,
                    help="run one part only (report: render from existing records)")
@@ -159,7 +159,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
     out_p = Path(out) if out else REPO / "benchmarks" / "out" / grid
     if not out_p.is_absolute():
         out_p = Path.cwd() / out_p
-    results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == "smoke" else f"RESULTS-{grid}.md")
+    results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == "trec40" else f"RESULTS-{grid}.md")
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     out_p.mkdir(parents=True, exist_ok=True)
     run_info_path = out_p / "run_info.json"

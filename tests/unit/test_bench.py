@@ -159,3 +159,19 @@ def test_bench_command_registered():
 
     res = CliRunner().invoke(cli.app, ["bench", "--help"])
     assert res.exit_code == 0 and "--grid" in res.output
+
+
+def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path):
+    grid = smoke()
+    cell = grid.cells[0]
+    old = {"kind": "quality", "status": "ok", "key": cell.key, "dataset": cell.dataset, "setting": cell.setting,
+           "seed": cell.seed, "method": cell.method, "test_accuracy_rounds": [0.1234, 0.4321],
+           "wall_seconds": 1.0, "stage_seconds": {}, "train_rows": 10, "train_rows_used": 10,
+           "realised_noise": 0.4, "spec_hash": "0" * 16}
+    results = tmp_path / "R.md"
+    report.write_all(records=[old], grid=grid, results=results, csv_json_dir=tmp_path / "results", command="x",
+                     run_info={}, out_rel="o")
+    text = results.read_text()
+    assert "43.2" not in text and "12.3" not in text  # its accuracies are in no table
+    assert f"`{cell.key}`: its record was made for an earlier specification" in text
+    assert cell.spec_hash() in text
