@@ -156,7 +156,8 @@ def measure(n: int, work: Path, actors: int) -> dict:
     base, model = work / "table", work / "model"
     rd = work / "r1"
     cfg = RunConfig(workers=actors, annotator="knn", max_length=32, weak_embed_dim=16, weak_hidden=16)
-    res: dict = {"rows": n, "actors": actors, "cpus": os.cpu_count(), "stages": {}}
+    res: dict = {"rows": n, "actors": actors, "cpus": os.cpu_count(), "stages": {},
+                 "load_avg_start": list(os.getloadavg())}
     res["driver_rss_before_ray_mib"] = sampler.reset() * mib
     with P.ray_session(address=None, workers=actors):
         P.configure_data_context()
@@ -198,6 +199,7 @@ def measure(n: int, work: Path, actors: int) -> dict:
     with sampler.lock:
         res["driver_rss_peak_mib"] = max(res["stages"][s]["driver_rss_peak_mib"] for s in STAGES)
     res["total_seconds"] = sum(res["stages"][s]["seconds"] for s in STAGES)
+    res["load_avg_end"] = list(os.getloadavg())
     sampler.stop.set()
     return res
 
@@ -247,6 +249,13 @@ def write_md(results: list[dict], path: Path, command: str, note: str) -> str:
              "## Throughput (rows/s) and time", "",
              "| rows | " + " | ".join(STAGES) + " | all stages | seconds per 100k rows |",
              "| ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: |"]
+    for r in results:
+        if "load_avg_start" in r:
+            lines.insert(lines.index("## Throughput (rows/s) and time") + 2,
+                         f"Load average (1/5/15 min) of this host for {r['rows']:,} rows at start / end: "
+                         + ", ".join(f"{x:.1f}" for x in r["load_avg_start"]) + " / "
+                         + ", ".join(f"{x:.1f}" for x in r["load_avg_end"])
+                         + " (2 cores: above 2, other work shared the machine and the rows/s are lower bounds).\n")
     for r in results:
         cells = [fmt(r["stages"][s]["rows_per_s"]) for s in STAGES]
         lines.append(f"| {r['rows']:,} | " + " | ".join(cells) +

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,18 @@ def test_train_worker_sigkilled_mid_epoch_restores_and_completes(ray_cluster, ti
             def encode(*args, **kw):
                 calls["n"] += 1
                 if calls["n"] == config["kill_at"]:
+                    # Die only once Ray Train has registered epoch 1's checkpoint (its controller
+                    # writes this snapshot): on a loaded machine rank 0's upload can lag rank 1's
+                    # steps, and a kill before registration restarts from scratch, by design.
+                    snap = Path(config["snapshot"])
+                    deadline = time.monotonic() + 300
+                    while time.monotonic() < deadline:
+                        try:
+                            if json.loads(snap.read_text())["latest_checkpoint_result"]["metrics"]["epoch"] >= 1:
+                                break
+                        except (OSError, ValueError, KeyError, TypeError):
+                            pass
+                        time.sleep(0.2)
                     marker.write_text(str(os.getpid()))
                     os.kill(os.getpid(), signal.SIGKILL)
                 return real(*args, **kw)
@@ -127,7 +140,8 @@ def test_train_worker_sigkilled_mid_epoch_restores_and_completes(ray_cluster, ti
     steps_per_epoch = STEPS_PER_EPOCH
 
     def loop(config: dict) -> None:
-        killing_train_loop({**config, "log_dir": str(log), "kill_at": steps_per_epoch + 2})
+        killing_train_loop({**config, "log_dir": str(log), "kill_at": steps_per_epoch + 2,
+                            "snapshot": str(tmp_path / "storage" / "killed-worker" / "checkpoint_manager_snapshot.json")})
 
     m = fit(spec=spec, dataset=ray.data.from_items(toy_rows()), workers=2, use_gpu=False, name="killed-worker",
             storage_path=str(tmp_path / "storage"), max_failures=1, out_dir=str(out), train_loop_fn=loop)
