@@ -167,6 +167,8 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
     info.setdefault("parts", {})
     if only != "report":
         info["env"] = environment()
+        # Recorded before any cell runs: a grid stopped half-way still says where it ran.
+        run_info_path.write_text(json.dumps(info, indent=2))
     if only != "report":
         from noiseal_ray.pipeline import configure_data_context
 
