@@ -249,13 +249,13 @@ def write_md(results: list[dict], path: Path, command: str, note: str) -> str:
              "## Throughput (rows/s) and time", "",
              "| rows | " + " | ".join(STAGES) + " | all stages | seconds per 100k rows |",
              "| ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: |"]
-    for r in results:
-        if "load_avg_start" in r:
-            lines.insert(lines.index("## Throughput (rows/s) and time") + 2,
-                         f"Load average (1/5/15 min) of this host for {r['rows']:,} rows at start / end: "
-                         + ", ".join(f"{x:.1f}" for x in r["load_avg_start"]) + " / "
-                         + ", ".join(f"{x:.1f}" for x in r["load_avg_end"])
-                         + " (2 cores: above 2, other work shared the machine and the rows/s are lower bounds).\n")
+    loads = [f"Load average (1/5/15 min) of this host for {r['rows']:,} rows at start / end: "
+             + ", ".join(f"{x:.1f}" for x in r["load_avg_start"]) + " / "
+             + ", ".join(f"{x:.1f}" for x in r["load_avg_end"])
+             + f" ({r['cpus']} cores: above {r['cpus']}, other work shared the machine and the rows/s are "
+             "lower bounds)." for r in results if "load_avg_start" in r]
+    at = lines.index("## Throughput (rows/s) and time") + 2
+    lines[at:at] = [x for line in loads for x in (line, "")]
     for r in results:
         cells = [fmt(r["stages"][s]["rows_per_s"]) for s in STAGES]
         lines.append(f"| {r['rows']:,} | " + " | ".join(cells) +

@@ -93,8 +93,8 @@ def train_loop(config: dict) -> None:
     for epoch in range(start_epoch, config["epochs"]):
         t0 = time.time()
         # Set every epoch (also after a restore): the rate is a function of the epoch alone.
-        factor = lr_factor(epoch=epoch, lr_schedule=config.get("lr_schedule", "constant"),
-                           epoch_offset=config.get("epoch_offset", 0), total_epochs=config.get("total_epochs"))
+        factor = lr_factor(epoch=epoch, **{k: config[k] for k in ("lr_schedule", "epoch_offset", "total_epochs")
+                                           if k in config})
         for opt, key in ((opt_s, "strong_lr"), (opt_w, "weak_lr")):
             for group in opt.param_groups:
                 group["lr"] = config[key] * factor
