@@ -39,6 +39,7 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
     from ray.data import ActorPoolStrategy
 
     from noiseal_ray.data.io import write_table
+    from noiseal_ray.pipeline import IN_ORDER
     from noiseal_ray.models.bundle import META
     from noiseal_ray.score import Scorer
 
@@ -74,7 +75,8 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
 
     scored = (ds.map_batches(prepare, batch_format="numpy")
               .map_batches(Scorer, fn_constructor_kwargs={"model_dir": model_dir, "with_embedding": False},
-                           batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors))
+                           batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+                           **IN_ORDER)
               .map_batches(finish, batch_format="numpy"))
     if not Path(out).suffix:
         scored.write_parquet(out)
