@@ -41,11 +41,6 @@ RESUME_FREE = {"address", "report", "score_actors", "score_batch_size", "llm_con
 
 TABLE_DROP = ("probs", "embedding")
 
-# Ray Data runs actor tasks out of order by default; with preserve_order set, the rows of a table
-# written through an actor pool still came out in a different order now and then (checked: 1 in 3 small
-# runs), and Train's shards, hence a resumed run's results, depend on that order.
-IN_ORDER = {"allow_out_of_order_execution": False}
-
 
 def sample_data_path() -> str:
     """The corpus shipped with the package (800 TREC questions, 30% symmetric noise)."""
@@ -170,10 +165,10 @@ def configure_data_context() -> None:
 
 
 def _write(ds, final: Path) -> None:
-    tmp = final.parent / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.write_parquet(str(tmp))
-    replace_dir(tmp, final)
+    # Not ds.write_parquet: it can reorder the rows within a file (see data/sink.py).
+    from noiseal_ray.data.sink import write_parquet_dir
+
+    write_parquet_dir(ds, final)
 
 
 def _fit_actors(actors: int, table_dir: Path) -> int:
@@ -239,8 +234,7 @@ def score(*, table_dir: Path, model_dir: Path, out_dir: Path, config: RunConfig,
     threads = max(1, (os.cpu_count() or 1) // actors)
     ds = ds.map_batches(
         Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": 32, "threads": threads},
-        batch_size=config.score_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=1,
-        **IN_ORDER)
+        batch_size=config.score_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=1)
     _write(ds, out_dir)
 
 
@@ -388,7 +382,7 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
                                    class_balanced=config.class_balanced_demos,
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
         batch_size=max(config.score_batch_size, 256), batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-        num_cpus=0.5, **IN_ORDER)
+        num_cpus=0.5)
     _write(ds, out_dir)
 
 

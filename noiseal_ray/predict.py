@@ -33,13 +33,12 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
     Output columns: id (``id_col`` or the row number), pred_label, pred_prob and probs (one
     probability per label, in the model's label order, as a JSON list in CSV/JSONL). When
     ``label_col`` is given, returns the accuracy against it too. ``out`` with an extension is
-    one file written atomically; without one it is a parquet folder written by Ray Data.
+    one file written atomically; without one it is a parquet folder (rows in input order, written atomically).
     """
     import ray
     from ray.data import ActorPoolStrategy
 
     from noiseal_ray.data.io import write_table
-    from noiseal_ray.pipeline import IN_ORDER
     from noiseal_ray.models.bundle import META
     from noiseal_ray.score import Scorer
 
@@ -75,13 +74,13 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
 
     scored = (ds.map_batches(prepare, batch_format="numpy")
               .map_batches(Scorer, fn_constructor_kwargs={"model_dir": model_dir, "with_embedding": False},
-                           batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                           **IN_ORDER)
+                           batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors))
               .map_batches(finish, batch_format="numpy"))
     if not Path(out).suffix:
-        scored.write_parquet(out)
+        from noiseal_ray.data.sink import write_parquet_dir
+
         table = None
-        result = {"rows": scored.count()}
+        result = {"rows": write_parquet_dir(scored, out)}
     else:
         table = scored.to_arrow_refs()
         import pyarrow as pa
