@@ -44,6 +44,11 @@ DATASETS = {
 METHODS = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-llm")
 
 
+# Part of every cell's specification: raised when what the same settings mean changes, so that no
+# record made under the old meaning is reused. 2: batch_size is rows per step over all workers.
+SEMANTICS = 2
+
+
 @dataclass(frozen=True)
 class Training:
     """Training budget shared by every method of a grid (equal epochs for all)."""
@@ -52,7 +57,7 @@ class Training:
     rounds: int = 4  # NoiseAL rounds of one epoch; baselines train warmup_epochs + rounds epochs
     max_length: int = 64
     workers: int = 2
-    batch_size: int = 32
+    batch_size: int = 32  # rows per optimizer step over all workers (RunConfig.batch_size)
     cleanlab_folds: int = 2
     cleanlab_cv_epochs: int | None = None  # None: warmup_epochs
     lr_schedule: str = "linear"  # RunConfig.lr_schedule, for every method alike
@@ -85,7 +90,7 @@ class Cell:
         return f"{self.dataset}-{self.setting}-s{self.seed}-n{self.train_rows}-t{self.test_rows}"
 
     def spec(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "semantics": SEMANTICS}
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.grid import DATASETS, SpeedSpec
+from benchmarks.grid import DATASETS, SEMANTICS, SpeedSpec
 
 
 def _hash(obj) -> str:
@@ -132,7 +132,7 @@ def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir = work.parent.parent / "speed" / "parts"  # finished sizes survive a failure of a later one
     done_dir.mkdir(parents=True, exist_ok=True)
     for n in spec.round_rows:
-        part = done_dir / f"round_scaling-{_hash(asdict(spec))}-{n}.json"
+        part = done_dir / f"round_scaling-{_hash({**asdict(spec), 'semantics': SEMANTICS})}-{n}.json"
         if part.is_file():
             meas.append(json.loads(part.read_text()))
             print(f"    round at {n} rows: reused {part.name}", flush=True)
@@ -203,7 +203,7 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir = work.parent.parent / "speed" / "parts"
     done_dir.mkdir(parents=True, exist_ok=True)
     for workers in (1, 2):
-        part = done_dir / f"ddp-{_hash(asdict(spec))}-w{workers}.json"
+        part = done_dir / f"ddp-{_hash({**asdict(spec), 'semantics': SEMANTICS})}-w{workers}.json"
         if part.is_file():
             meas.append(json.loads(part.read_text()))
             continue
@@ -219,7 +219,7 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
         part.write_text(json.dumps(meas[-1]))
         print(f"    ddp {meas[-1]}", flush=True)
     return {"what": (f"all-MiniLM-L6-v2 + BiLSTM, {len(y)} TREC questions, max_length {spec.max_length}, batch "
-                     f"{d.batch_size} per worker (so 2 workers take twice the rows per step), "
+                     f"{d.batch_size} rows per step over all workers (so each of 2 workers takes half), "
                      "`noiseal_ray.train.fit` (Ray Train, gloo); epoch time as measured by rank 0 inside the loop."),
             "measurements": meas,
             "speedup": meas[0]["epoch_seconds"] / meas[1]["epoch_seconds"]}
@@ -236,7 +236,8 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
         if names and name not in names:
             continue
         path = rec_dir / f"{name}.json"
-        h = _hash({"name": name, "spec": asdict(spec)})
+        # The benches that train depend on what the training settings mean (grid.SEMANTICS).
+        h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name != "scoring" else {})})
         if path.is_file() and not fresh:
             rec = json.loads(path.read_text())
             if rec.get("spec_hash") == h and rec.get("status") == "ok":

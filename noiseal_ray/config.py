@@ -48,7 +48,7 @@ class RunConfig:
     strong_lr: float = 5e-5
     weak_lr: float = 1e-3
     lr_schedule: str = "linear"  # linear decay over all epochs of the run, or "constant"
-    batch_size: int = 32  # per worker
+    batch_size: int = 32  # rows per optimizer step, split over the Train workers (global batch)
     seed: int = 0
     # --- method -------------------------------------------------------------------------
     warmup_epochs: int = 2

@@ -88,6 +88,7 @@ def train_loop(config: dict) -> None:
         return m.module.head if hasattr(m, "module") else m.head
 
     shard = ray.train.get_dataset_shard("train")
+    per_worker = per_worker_batch(batch_size=config["batch_size"], workers=ctx.get_world_size())
     c = bundle.num_classes
     weights = tuple(config["loss_weights"])
     for epoch in range(start_epoch, config["epochs"]):
@@ -104,7 +105,7 @@ def train_loop(config: dict) -> None:
         sums = {"strong": 0.0, "weak": 0.0, "r": 0.0, "p": 0.0, "h": 0.0}
         steps = 0
         rows = 0
-        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
+        for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy",
                                         local_shuffle_buffer_size=config.get("shuffle_buffer", 2048),
                                         local_shuffle_seed=config["seed"] * 7919 + epoch * 31 + rank):
             ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
@@ -181,7 +182,7 @@ class TrainSpec:
     seed: int
     strong_lr: float
     weak_lr: float
-    batch_size: int
+    batch_size: int  # rows per optimizer step over all workers together (see per_worker_batch)
     rce_a: float
     embmix_alpha: float
     sharpen_t: float
@@ -204,6 +205,21 @@ class TrainSpec:
 def run_epoch_offset(*, round_no: int, warmup_epochs: int, epochs_per_round: int) -> int:
     """Epochs of the run done before the fit of round ``round_no`` (0 = the warm-up fit)."""
     return 0 if round_no == 0 else warmup_epochs + (round_no - 1) * epochs_per_round
+
+
+def per_worker_batch(*, batch_size: int, workers: int) -> int:
+    """Rows each of ``workers`` DDP workers takes per step so that one step sees ``batch_size``
+    rows in all (rounded up: at least one row per worker).
+
+    DDP averages the workers' gradients, so a step of W workers with batch_size / W rows each is
+    the step one worker takes with batch_size rows: the number of optimizer steps per epoch, and
+    so the method's results, do not depend on the worker count. A per-worker batch would halve
+    the steps at 2 workers (measured: the warm-up fit then reached 73-78% on TREC at 40% noise,
+    against 86% for one process with the same epochs).
+    """
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size}, {workers}")
+    return -(-batch_size // workers)
 
 
 def lr_factor(*, epoch: int, lr_schedule: str = "linear", epoch_offset: int = 0,

@@ -30,7 +30,7 @@ def run(
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="LLM folder or hub id (default: packaged SmolLM2).")] = None,
     llm_endpoint: Annotated[Optional[str], typer.Option("--llm-endpoint", help="Use this OpenAI-compatible endpoint instead of deploying one.")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=8, help="Max tokens per text [default: 128].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Per-worker batch [default: 32].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per optimizer step, split over the workers [default: 32].")] = None,
     hard_policy: Annotated[Optional[str], typer.Option("--hard-policy", help="Final label of H: strong | given.")] = None,
     storage_path: Annotated[Optional[str], typer.Option("--storage-path", help="Ray Train storage (URI on multi-node).")] = None,
     train_placement: Annotated[Optional[str], typer.Option("--train-placement", help="Train workers' placement: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD [default: PACK].")] = None,

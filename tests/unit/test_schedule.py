@@ -33,3 +33,14 @@ def test_unknown_schedule_is_a_config_error():
 
     with pytest.raises(ConfigError, match="lr_schedule"):
         make_config(overrides={"lr_schedule": "cosine"})
+
+
+def test_batch_size_is_rows_per_step_over_all_workers():
+    from noiseal_ray.train import per_worker_batch
+
+    assert per_worker_batch(batch_size=32, workers=1) == 32
+    assert per_worker_batch(batch_size=32, workers=2) == 16
+    assert per_worker_batch(batch_size=32, workers=3) == 11  # rounded up: 33 rows a step, not 30
+    assert per_worker_batch(batch_size=4, workers=8) == 1  # never an empty batch
+    with pytest.raises(ValueError):
+        per_worker_batch(batch_size=0, workers=2)
