@@ -255,12 +255,45 @@ def _assign(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
     return batch
 
 
-def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int, seed: int):
+@dataclass(frozen=True)
+class PoolHandle:
+    """A demonstration pool (``DemoPool``) in Ray's object store; the driver holds only this."""
+
+    ref: object  # ObjectRef[DemoPool]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int,
+              seed: int) -> PoolHandle:
     """A seeded uniform sample of R, at most ``per_class`` rows per class, for retrieval.
 
+    Built by one Ray task (see ``build_demo_pool``) straight into the object store, where the
+    annotate actors fetch it: the driver's memory does not depend on the corpus or on the pool.
+    """
+    import ray
+
+    build = ray.remote(num_cpus=0, num_returns=2)(_build_demo_pool_task)
+    ref, size = build.remote(scored_dir=str(scored_dir), state=state, num_classes=num_classes,
+                             per_class=per_class, seed=seed)
+    return PoolHandle(ref=ref, size=int(ray.get(size)))
+
+
+def _build_demo_pool_task(**kw):
+    configure_data_context()  # a fresh worker: no progress bars, ordered execution
+    pool = build_demo_pool(**{**kw, "scored_dir": Path(kw["scored_dir"])})
+    return pool, len(pool)
+
+
+def build_demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int, seed: int):
+    """The ``DemoPool`` of ``demo_pool``, built in the calling process.
+
     One pass: each batch keeps, per class, its ``per_class`` R rows with the smallest seeded
-    hash; the driver merges those bounded partial samples into the global bottom-k (the same
-    rows whatever the batching, so the sample is deterministic).
+    hash; the caller merges those bounded partial samples into the global bottom-k (the same
+    rows whatever the batching, so the sample is deterministic). Memory: at most about
+    5 * per_class * num_classes rows at a time, whatever the corpus size.
     """
     from noiseal_ray.annotate.demos import DemoPool
 
@@ -372,7 +405,7 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
     import ray
     from ray.data import ActorPoolStrategy
 
-    pool_ref = ray.put(pool)
+    pool_ref = pool.ref if isinstance(pool, PoolHandle) else ray.put(pool)
     ds = _read(scored_dir)
     actors = _fit_actors(actors, scored_dir)
     ds = ds.map_batches(
