@@ -171,17 +171,36 @@ def _write(ds, final: Path) -> None:
     write_parquet_dir(ds, final)
 
 
-def _fit_actors(actors: int, table_dir: Path) -> int:
-    """No more actors than files to read: an idle actor still costs a process and a model load."""
-    files = len(list(Path(table_dir).glob("*.parquet")))
-    return max(1, min(actors, files or 1))
+def _rows(table_dir: Path) -> int:
+    """Rows of a table folder, from the parquet footers (no data read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(table_dir).glob("*.parquet"))
 
 
-def _read(path: Path, columns: list[str] | None = None):
+def _fit_actors(actors: int, table_dir: Path, *, batch_rows: int) -> int:
+    """No more actors than batches to process: an idle actor still costs a process and a model load."""
+    return max(1, min(actors, -(-_rows(table_dir) // max(batch_rows, 1))))
+
+
+# Upper bound on rows per block when a table is split for an actor pool: enough blocks to keep
+# every actor busy and to stream a large table through bounded memory.
+MAX_BLOCK_ROWS = 8192
+
+
+def _read(path: Path, columns: list[str] | None = None, *, min_blocks: int | None = None):
+    """Read a table folder. ``min_blocks``: cut it into at least that many blocks (streaming
+    repartition, order kept), so that an actor pool of that size has work from the start: Ray
+    Data reads a small table of several files as one block, which leaves all actors but one idle."""
     import ray.data
 
     ds = ray.data.read_parquet(str(path))
-    return ds.select_columns(columns) if columns else ds
+    if columns:
+        ds = ds.select_columns(columns)
+    if min_blocks:
+        per_block = max(1, min(MAX_BLOCK_ROWS, -(-_rows(path) // (2 * min_blocks))))
+        ds = ds.repartition(target_num_rows_per_block=per_block)
+    return ds
 
 
 def _cluster_has_gpu() -> bool:
@@ -229,8 +248,8 @@ def score(*, table_dir: Path, model_dir: Path, out_dir: Path, config: RunConfig,
 
     from noiseal_ray.score import Scorer
 
-    ds = _read(table_dir)
-    actors = _fit_actors(actors, table_dir)
+    actors = _fit_actors(actors, table_dir, batch_rows=config.score_batch_size)
+    ds = _read(table_dir, min_blocks=actors)
     threads = max(1, (os.cpu_count() or 1) // actors)
     ds = ds.map_batches(
         Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": 32, "threads": threads},
@@ -406,8 +425,8 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
     from ray.data import ActorPoolStrategy
 
     pool_ref = pool.ref if isinstance(pool, PoolHandle) else ray.put(pool)
-    ds = _read(scored_dir)
-    actors = _fit_actors(actors, scored_dir)
+    actors = _fit_actors(actors, scored_dir, batch_rows=max(config.score_batch_size, 256))
+    ds = _read(scored_dir, min_blocks=actors)
     ds = ds.map_batches(
         PartitionAnnotate,
         fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,

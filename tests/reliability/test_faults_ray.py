@@ -63,7 +63,7 @@ def ray_cluster():
 # a Train worker killed during an epoch
 # --------------------------------------------------------------------------------------------
 
-STEPS_PER_EPOCH = 4  # 64 rows, 2 workers, batch 8
+STEPS_PER_EPOCH = 8  # 64 rows, batch 8 per step over 2 workers: 4 rows each, 32 rows per worker
 
 
 def toy_rows(n: int = 64) -> list[dict]:
