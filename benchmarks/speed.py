@@ -32,6 +32,14 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _training_spec(spec: SpeedSpec) -> dict:
+    """What a bench that trains depends on: its settings and what they mean (grid.SEMANTICS)."""
+    return {**asdict(spec), "semantics": SEMANTICS}
+
+
+TRAINS = {"round_scaling", "ddp"}  # the benches whose figures depend on the training semantics
+
+
 def _trec_rows(data_root: Path, n: int, seed: int, *, replace: bool):
     from noiseal_ray.data.io import read_table
 
@@ -132,7 +140,7 @@ def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir = work.parent.parent / "speed" / "parts"  # finished sizes survive a failure of a later one
     done_dir.mkdir(parents=True, exist_ok=True)
     for n in spec.round_rows:
-        part = done_dir / f"round_scaling-{_hash({**asdict(spec), 'semantics': SEMANTICS})}-{n}.json"
+        part = done_dir / f"round_scaling-{_hash(_training_spec(spec))}-{n}.json"
         if part.is_file():
             meas.append(json.loads(part.read_text()))
             print(f"    round at {n} rows: reused {part.name}", flush=True)
@@ -203,7 +211,7 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir = work.parent.parent / "speed" / "parts"
     done_dir.mkdir(parents=True, exist_ok=True)
     for workers in (1, 2):
-        part = done_dir / f"ddp-{_hash({**asdict(spec), 'semantics': SEMANTICS})}-w{workers}.json"
+        part = done_dir / f"ddp-{_hash(_training_spec(spec))}-w{workers}.json"
         if part.is_file():
             meas.append(json.loads(part.read_text()))
             continue
@@ -236,8 +244,7 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
         if names and name not in names:
             continue
         path = rec_dir / f"{name}.json"
-        # The benches that train depend on what the training settings mean (grid.SEMANTICS).
-        h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name != "scoring" else {})})
+        h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name in TRAINS else {})})
         if path.is_file() and not fresh:
             rec = json.loads(path.read_text())
             if rec.get("spec_hash") == h and rec.get("status") == "ok":

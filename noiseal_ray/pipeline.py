@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from noiseal_ray.config import RunConfig, save_config
-from noiseal_ray.data.io import (atomic_write_text, check_run_dir_path, check_writable, replace_dir,
+from noiseal_ray.data.io import (atomic_write_text, check_run_dir_path, check_writable, parquet_rows, replace_dir,
                                  sweep_debris)
 from noiseal_ray.errors import OutputError
 from noiseal_ray.partition import CODES, ThresholdState
@@ -171,16 +171,9 @@ def _write(ds, final: Path) -> None:
     write_parquet_dir(ds, final)
 
 
-def _rows(table_dir: Path) -> int:
-    """Rows of a table folder, from the parquet footers (no data read)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(table_dir).glob("*.parquet"))
-
-
 def _fit_actors(actors: int, table_dir: Path, *, batch_rows: int) -> int:
     """No more actors than batches to process: an idle actor still costs a process and a model load."""
-    return max(1, min(actors, -(-_rows(table_dir) // max(batch_rows, 1))))
+    return max(1, min(actors, -(-parquet_rows(table_dir) // max(batch_rows, 1))))
 
 
 # Upper bound on rows per block when a table is split for an actor pool: enough blocks to keep
@@ -198,7 +191,7 @@ def _read(path: Path, columns: list[str] | None = None, *, min_blocks: int | Non
     if columns:
         ds = ds.select_columns(columns)
     if min_blocks:
-        per_block = max(1, min(MAX_BLOCK_ROWS, -(-_rows(path) // (2 * min_blocks))))
+        per_block = max(1, min(MAX_BLOCK_ROWS, -(-parquet_rows(path) // (2 * min_blocks))))
         ds = ds.repartition(target_num_rows_per_block=per_block)
     return ds
 
@@ -295,14 +288,14 @@ def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_
     import ray
 
     build = ray.remote(num_cpus=0, num_returns=2)(_build_demo_pool_task)
-    ref, size = build.remote(scored_dir=str(scored_dir), state=state, num_classes=num_classes,
+    ref, size = build.remote(scored_dir=scored_dir, state=state, num_classes=num_classes,
                              per_class=per_class, seed=seed)
     return PoolHandle(ref=ref, size=int(ray.get(size)))
 
 
 def _build_demo_pool_task(**kw):
     configure_data_context()  # a fresh worker: no progress bars, ordered execution
-    pool = build_demo_pool(**{**kw, "scored_dir": Path(kw["scored_dir"])})
+    pool = build_demo_pool(**kw)
     return pool, len(pool)
 
 

@@ -326,6 +326,13 @@ def write_table(table: pa.Table, path: str | Path, *, fmt: str | None = None) ->
     atomic_write_bytes(path, data)
 
 
+def parquet_rows(folder: str | Path) -> int:
+    """Rows in the parquet files of ``folder``, from their footers (no data read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(folder).glob("*.parquet"))
+
+
 def replace_dir(tmp: str | Path, final: str | Path) -> None:
     """Move a fully written directory ``tmp`` into place at ``final`` (replacing any old one)."""
     final = Path(final)

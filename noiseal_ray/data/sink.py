@@ -64,9 +64,7 @@ def write_parquet_dir(ds, final: str | Path) -> int:
     never leaves a partial ``final``, and an existing ``final`` is replaced whole. The count comes
     from the written files' footers, so the dataset is executed once.
     """
-    import pyarrow.parquet as pq
-
-    from noiseal_ray.data.io import replace_dir
+    from noiseal_ray.data.io import parquet_rows, replace_dir
 
     final = Path(final)
     tmp = final.parent / f".{final.name}.tmp"
@@ -74,6 +72,6 @@ def write_parquet_dir(ds, final: str | Path) -> int:
     ds.write_datasink(OrderedParquetSink(tmp))
     if not tmp.is_dir():  # an empty dataset runs no write task
         tmp.mkdir(parents=True)
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in tmp.glob("*.parquet"))
+    rows = parquet_rows(tmp)
     replace_dir(tmp, final)
     return rows
