@@ -33,8 +33,8 @@ NOTES = """\
   GPU cluster or a long unattended run (the bench runner starts its own local Ray; joining a cluster is not wired in yet); it
   resumes from its records after an interruption.
 - The `trec40` grid (`noiseal-ray bench --grid trec40`, written to `benchmarks/RESULTS.md`) is the headline
-  comparison: the full TREC training split at 40% asymmetric and 40% symmetric noise, one seed, about an hour
-  on 2 cores. The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
+  comparison: the full TREC training split at 40% asymmetric and 40% symmetric noise, seeds 0 and 1, about
+  2.5 hours on 2 cores (12 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
 - The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
