@@ -175,3 +175,30 @@ def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path
     assert "43.2" not in text and "12.3" not in text  # its accuracies are in no table
     assert f"`{cell.key}`: its record was made for an earlier specification" in text
     assert cell.spec_hash() in text
+
+
+def test_margins_pair_seeds_and_check_the_clean_bar():
+    def rec(setting, seed, method, last, best=None, f1=None):
+        r = {"kind": "quality", "status": "ok", "dataset": "trec", "setting": setting, "seed": seed,
+             "method": method, "test_accuracy_rounds": [best if best is not None else last, last]}
+        if f1 is not None:
+            r["detection"] = {"f1": f1}
+        return r
+
+    recs = [rec("asym40", 0, "noiseal-knn", 0.90, f1=0.8), rec("asym40", 1, "noiseal-knn", 0.86, f1=0.7),
+            rec("asym40", 0, "base", 0.84), rec("asym40", 1, "base", 0.88),
+            rec("asym40", 0, "cleanlab", 0.70, f1=0.6),  # one seed only: paired on seed 0 alone
+            rec("asym40", 2, "base", 0.10),  # no NoiseAL seed 2: must not enter the pairing
+            rec("sym20", 0, "noiseal-knn", 0.90), rec("sym20", 0, "clean", 0.95),
+            rec("asym20", 0, "noiseal-knn", 0.93), rec("asym20", 0, "clean", 0.95)]
+    rows = {(m["setting"], m["versus"]): m for m in report.margins(recs)}
+    base = rows[("asym40", "base")]
+    assert base["seeds"] == [0, 1] and base["ahead_last"] == 1 and base["paired_last"] == 2
+    assert base["d_last"][0] == pytest.approx(0.02) and base["d_last"][1] == pytest.approx(np.std([0.06, -0.02], ddof=1))
+    cl = rows[("asym40", "cleanlab")]
+    assert cl["seeds"] == [0] and cl["d_last"] == (pytest.approx(0.2), None) and cl["f1_versus"] == pytest.approx(0.6)
+    md = report.margins_markdown(recs)
+    assert "| trec | asym40 | noiseal-knn | base | 0,1 | 2.0 ± 5.7 |" in md
+    assert "sym20, noiseal-knn: 5.0 points below clean at the last round, **NOT within** 3 points" in md
+    assert "asym20, noiseal-knn: 2.0 points below clean at the last round, **within** 3 points" in md
+    assert "not measured" in report.margins_markdown(recs[:5])
