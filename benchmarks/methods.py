@@ -221,7 +221,26 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
     if "recovery" in final:
         rec["recovery"] = {k: final["recovery"][k] for k in ("fixed", "broken", "final_accuracy",
                                                              "given_accuracy", "annotator_accuracy")}
+    rec["correction"] = correction_detection(work / "run" / "labels.parquet")
     return rec
+
+
+def correction_detection(labels: Path) -> dict:
+    """NoiseAL's label changes as a detector of wrong labels (flagged = final label != given label),
+    from a run's ``labels.parquet`` (given_label, final_label, clean_label; rows without a clean
+    label are ignored). Precision/recall/F1, like ``detection`` for P+H: P+H counts the hard
+    samples, which NoiseAL does not call wrong; this counts what the user gets changed."""
+    import pyarrow.parquet as pq
+
+    from noiseal_ray.metrics import detection
+
+    t = pq.read_table(labels, columns=["given_label", "final_label", "clean_label"]).to_pydict()
+    names = {n: i for i, n in enumerate(sorted({x for col in t.values() for x in col if x is not None}))}
+    given = np.array([names[x] for x in t["given_label"]])
+    final = np.array([names[x] for x in t["final_label"]])
+    clean = np.array([-1 if x is None else names[x] for x in t["clean_label"]])
+    d = detection(flagged=final != given, given=given, clean=clean)
+    return {k: d[k] for k in ("precision", "recall", "f1")}
 
 
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:

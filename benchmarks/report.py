@@ -21,6 +21,9 @@ QUALITY_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     ("detect P", "detection.precision", 1.0, 3),
     ("detect R", "detection.recall", 1.0, 3),
     ("detect F1", "detection.f1", 1.0, 3),
+    ("changed P", "correction.precision", 1.0, 3),
+    ("changed R", "correction.recall", 1.0, 3),
+    ("changed F1", "correction.f1", 1.0, 3),
     ("fixed", "recovery.fixed", 1.0, 3),
     ("broken", "recovery.broken", 1.0, 3),
     ("LLM queries", "llm_queries", 1.0, 0),
@@ -167,6 +170,7 @@ def margins(records: Iterable[dict]) -> list[dict]:
                         "seeds": seeds, "d_last": mean_sd(d_last)[:2], "d_best": mean_sd(d_best)[:2],
                         "ahead_last": sum(d > 0 for d in d_last), "paired_last": len(d_last),
                         "f1": mean_sd([get(ours[s], "detection.f1") for s in seeds])[0],
+                        "f1_changed": mean_sd([get(ours[s], "correction.f1") for s in seeds])[0],
                         "f1_versus": mean_sd([get(theirs[s], "detection.f1") for s in seeds])[0]})
     return out
 
@@ -181,10 +185,11 @@ def margins_markdown(records: Iterable[dict]) -> str:
     if not rows:
         return "No NoiseAL cell shares a seed with a baseline cell yet."
     out = ["| dataset | noise | NoiseAL | vs | seeds | Δ test acc last (points) | Δ test acc best (points) | "
-           "NoiseAL ahead at last (seeds) | detect F1 NoiseAL / vs |",
+           "NoiseAL ahead at last (seeds) | detect F1: NoiseAL flagged / NoiseAL changed / vs |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in rows:
-        f1 = f"{fmt(m['f1'], None)} / {fmt(m['f1_versus'], None)}" if m["f1_versus"] is not None else "-"
+        f1 = (f"{fmt(m['f1'], None)} / {fmt(m['f1_changed'], None)} / {fmt(m['f1_versus'], None)}"
+              if m["f1_versus"] is not None else "-")
         out.append("| " + " | ".join([
             m["dataset"], m["setting"], m["method"], m["versus"], ",".join(map(str, m["seeds"])),
             fmt(*m["d_last"], scale=100.0, decimals=1), fmt(*m["d_best"], scale=100.0, decimals=1),
@@ -365,7 +370,9 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               "\"best\" = best of the warm-up fit and every round, \"last\" = after the last round. Every method "
               "trains the same number of epochs on the same encoder (cleanlab additionally trains its K fold "
               "models). Detection: a sample counts as flagged when it is in P or H (NoiseAL) or when "
-              "cleanlab marks it as a label issue; \"fixed\" = fraction of wrong given labels whose final "
+              "cleanlab marks it as a label issue; \"changed\" P/R/F1 scores NoiseAL's label changes (final label != "
+              "given label) as the detector instead: P+H also counts the hard samples H, which NoiseAL does not call "
+              "wrong, while a change is what the user gets (cleanlab changes no label: it drops its flagged set); \"fixed\" = fraction of wrong given labels whose final "
               "label is right, \"broken\" = fraction of right labels changed to a wrong one (NoiseAL only). "
               "Mean ± sample s.d. over seeds where more than one seed ran.", "",
               quality_markdown(rows), "",

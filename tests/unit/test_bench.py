@@ -202,3 +202,31 @@ def test_margins_pair_seeds_and_check_the_clean_bar():
     assert "sym20, noiseal-knn: 5.0 points below clean at the last round, **NOT within** 3 points" in md
     assert "asym20, noiseal-knn: 2.0 points below clean at the last round, **within** 3 points" in md
     assert "not measured" in report.margins_markdown(recs[:5])
+
+
+def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.methods import correction_detection
+    from benchmarks.run import backfill_corrections
+
+    # 6 rows: 3 wrong given labels (rows 0-2), 2 of them changed; 1 right label changed (row 3);
+    # row 5 has no clean label and must not count.
+    run = tmp_path / "work" / "trec-asym40-s0-noiseal-knn-abc" / "run"
+    (run / "labels.parquet").mkdir(parents=True)  # a folder of parts, as the pipeline writes it
+    pq.write_table(pa.table({"given_label": ["a", "a", "b", "b", "c", "c"],
+                             "final_label": ["b", "c", "b", "c", "c", "a"],
+                             "clean_label": ["b", "b", "a", "b", "c", None]}), run / "labels.parquet" / "part-0.parquet")
+    d = correction_detection(run / "labels.parquet")
+    assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
+    (tmp_path / "records").mkdir()
+    rec = {"kind": "quality", "status": "ok", "key": "trec-asym40-s0-noiseal-knn", "spec_hash": "abc",
+           "method": "noiseal-knn"}
+    other = {**rec, "key": "trec-asym40-s0-base", "method": "base"}
+    (tmp_path / "records" / "a.json").write_text(json.dumps(rec))
+    (tmp_path / "records" / "b.json").write_text(json.dumps(other))
+    assert backfill_corrections(tmp_path) == 1
+    assert json.loads((tmp_path / "records" / "a.json").read_text())["correction"] == pytest.approx(d)
+    assert "correction" not in json.loads((tmp_path / "records" / "b.json").read_text())
+    assert backfill_corrections(tmp_path) == 0  # already there: nothing recomputed
