@@ -162,10 +162,11 @@ def margins(records: Iterable[dict]) -> list[dict]:
             seeds = sorted(set(ours) & set(theirs))
             if not seeds:
                 continue
-            d_last = [get(ours[s], "acc_last") - get(theirs[s], "acc_last") for s in seeds
-                      if get(ours[s], "acc_last") is not None and get(theirs[s], "acc_last") is not None]
-            d_best = [get(ours[s], "acc_best") - get(theirs[s], "acc_best") for s in seeds
-                      if get(ours[s], "acc_best") is not None and get(theirs[s], "acc_best") is not None]
+            def diffs(path: str) -> list[float]:
+                pairs = [(get(ours[s], path), get(theirs[s], path)) for s in seeds]
+                return [a - b for a, b in pairs if a is not None and b is not None]
+
+            d_last, d_best = diffs("acc_last"), diffs("acc_best")
             out.append({"dataset": dataset, "setting": setting, "method": method, "versus": versus,
                         "seeds": seeds, "d_last": mean_sd(d_last)[:2], "d_best": mean_sd(d_best)[:2],
                         "ahead_last": sum(d > 0 for d in d_last), "paired_last": len(d_last),

@@ -83,6 +83,11 @@ def environment() -> dict:
     return env
 
 
+def work_dir(out: Path, *, key: str, spec_hash: str) -> Path:
+    """A cell's work folder, named by its specification so a rerun of the same spec finds it."""
+    return out / "work" / f"{key}-{spec_hash}"
+
+
 def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None) -> list[dict]:
     from benchmarks.grid import prepare_data
     from benchmarks.methods import run_method
@@ -102,7 +107,7 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
                 continue
         print(f"[{i + 1}/{len(grid.cells)}] {cell.key} ...", flush=True)
         meta = prepare_data(cell, data_root=data_root, work=out)
-        work = out / "work" / f"{cell.key}-{cell.spec_hash()}"
+        work = work_dir(out, key=cell.key, spec_hash=cell.spec_hash())
         # The work folder is named by the cell's spec hash, so a partial run found there is of the same
         # spec: methods reuse its finished pieces (NoiseAL's stages, cleanlab's fold models).
         t0 = time.time()
@@ -130,19 +135,18 @@ def backfill_corrections(out: Path) -> int:
     """Add ``correction`` (label-change detection) to NoiseAL records made before it existed, from
     their work folder's labels.parquet; no cell is rerun. Returns how many records it completed."""
     from benchmarks.methods import correction_detection
+    from noiseal_ray.data.io import atomic_write_text
 
     done = 0
     for path in sorted((out / "records").glob("*.json")):
         rec = json.loads(path.read_text())
         if rec.get("status") != "ok" or not str(rec.get("method", "")).startswith("noiseal") or "correction" in rec:
             continue
-        labels = out / "work" / f"{rec['key']}-{rec['spec_hash']}" / "run" / "labels.parquet"
+        labels = work_dir(out, key=rec["key"], spec_hash=rec["spec_hash"]) / "run" / "labels.parquet"
         if not labels.exists():  # a folder of parts, as the pipeline writes it
             continue
         rec["correction"] = correction_detection(labels)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rec, indent=2, default=float))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(rec, indent=2, default=float))
         done += 1
     return done
 
