@@ -4,5 +4,5 @@ Run from the repository root::
 
     .venv/bin/noiseal-ray bench --grid smoke        # or: .venv/bin/python -m benchmarks.run --grid smoke
 
-See benchmarks/RESULTS.md (the trec40 grid) and RESULTS-smoke.md (generated) for the tables and the exact commands.
+See benchmarks/RESULTS.md (the trec grid) and RESULTS-smoke.md (generated) for the tables and the exact commands.
 """

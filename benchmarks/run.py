@@ -159,10 +159,12 @@ def run_speed(grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="noiseal-ray benchmarks: quality grid + speed, then RESULTS.md")
-    p.add_argument("--grid", default="smoke", choices=["smoke", "trec40", "full"])
+    from benchmarks.grid import GRIDS
+
+    p.add_argument("--grid", default="smoke", choices=sorted(GRIDS))
     p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/<grid>]")
     p.add_argument("--results", default=None,
-                   help="Markdown to write [default: benchmarks/RESULTS.md for trec40, benchmarks/RESULTS-GRID.md otherwise]")
+                   help="Markdown to write [default: benchmarks/RESULTS.md for trec, benchmarks/RESULTS-GRID.md otherwise]")
     p.add_argument("--data-root", default=None, help="datasets folder [default: <repo>/../shared/data]")
     p.add_argument("--only", choices=["quality", "speed", "report"], default=None,
                    help="run one part only (report: render from existing records)")
@@ -178,13 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = None, data_root: str | None = None,
           only: str | None = None, fresh: bool = False, cells: set[str] | None = None, speed_names: set[str] | None = None, argv: list[str] | None = None, command: str | None = None) -> int:
-    from benchmarks.grid import DEFAULT_DATA_ROOT, get_grid
+    from benchmarks.grid import DEFAULT_DATA_ROOT, HEADLINE, get_grid
 
     g = get_grid(grid)
     out_p = Path(out) if out else REPO / "benchmarks" / "out" / grid
     if not out_p.is_absolute():
         out_p = Path.cwd() / out_p
-    results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == "trec40" else f"RESULTS-{grid}.md")
+    results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == HEADLINE else f"RESULTS-{grid}.md")
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     out_p.mkdir(parents=True, exist_ok=True)
     run_info_path = out_p / "run_info.json"

@@ -23,9 +23,9 @@ def _repo_root() -> Path:
 
 
 def bench(
-    grid: Annotated[str, typer.Option("--grid", help="smoke (plumbing, 1k rows) | trec40 (the headline claim, about an hour on 2 cores) | full (days)")] = "smoke",
+    grid: Annotated[str, typer.Option("--grid", help="smoke (plumbing, 1k rows) | trec (the headline claims, about 4 hours on 2 cores) | full (days)")] = "smoke",
     out: Annotated[Optional[Path], typer.Option("--out", help="Work folder for records and runs (default: benchmarks/out/GRID).")] = None,
-    results: Annotated[Optional[Path], typer.Option("--results", help="Markdown to write (default: benchmarks/RESULTS.md for trec40, RESULTS-GRID.md otherwise).")] = None,
+    results: Annotated[Optional[Path], typer.Option("--results", help="Markdown to write (default: benchmarks/RESULTS.md for trec, RESULTS-GRID.md otherwise).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Datasets folder (default: REPO/../shared/data).")] = None,
     only: Annotated[Optional[str], typer.Option("--only", help="quality | speed | report (render from existing records).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore existing records; rerun everything.")] = False,
@@ -36,8 +36,8 @@ def bench(
 
     Example: noiseal-ray bench --grid smoke
     """
-    if grid not in ("smoke", "trec40", "full"):
-        raise typer.BadParameter("--grid must be smoke, trec40 or full")
+    if grid not in ("smoke", "trec", "full"):
+        raise typer.BadParameter("--grid must be smoke, trec or full")
     if only not in (None, "quality", "speed", "report"):
         raise typer.BadParameter("--only must be quality, speed or report")
     root = _repo_root()

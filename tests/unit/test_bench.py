@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import report  # noqa: E402
-from benchmarks.grid import DATASETS, METHODS, full, get_grid, smoke  # noqa: E402
+from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, full, get_grid, smoke, trec  # noqa: E402
 
 
 def _records(seed: int = 0) -> list[dict]:
@@ -133,13 +133,24 @@ def test_no_number_in_the_tables_without_a_record(tmp_path):
 
 
 def test_grids_are_well_formed():
-    for g in (smoke(), full()):
+    assert HEADLINE in GRIDS
+    for g in (smoke(), trec(), full()):
         keys = [c.key for c in g.cells]
         assert len(keys) == len(set(keys))
         for c in g.cells:
             assert c.dataset in DATASETS and c.method in METHODS
             assert not Path(DATASETS[c.dataset].train).is_absolute()
     assert {c.method for c in full().cells} == set(METHODS)
+    for g in (trec(), full()):
+        # The clean upper bound trains on the true labels: once per dataset and seed, never per noise setting.
+        assert {c.setting for c in g.cells if c.method == "clean"} == {"none"}
+        assert {c.method for c in g.cells if c.setting == "none"} == {"clean"}
+        for c in g.cells:
+            if c.setting != "none":  # every noisy setting has its clean counterpart
+                assert any(o.method == "clean" and o.dataset == c.dataset and o.seed == c.seed for o in g.cells)
+    t = {c.key for c in trec().cells}
+    assert {"trec-none-s0-clean", "trec-sym20-s1-noiseal-knn", "trec-idn20-s0-noiseal-knn",
+            "trec-asym40-s1-cleanlab"} <= t
     assert get_grid("smoke").name == "smoke"
     with pytest.raises(ValueError):
         get_grid("nope")
@@ -202,6 +213,50 @@ def test_margins_pair_seeds_and_check_the_clean_bar():
     assert "sym20, noiseal-knn: 5.0 points below clean at the last round, **NOT within** 3 points" in md
     assert "asym20, noiseal-knn: 2.0 points below clean at the last round, **within** 3 points" in md
     assert "not measured" in report.margins_markdown(recs[:5])
+
+
+def test_margins_compare_every_noisy_setting_with_the_clean_run_of_its_seed():
+    def rec(setting, seed, method, last, *, rows=5452, epochs=1):
+        noise, rate = ("none", 0.0) if setting == "none" else (setting[:-2], int(setting[-2:]) / 100)
+        return {"kind": "quality", "status": "ok", "dataset": "trec", "setting": setting, "seed": seed,
+                "method": method, "test_accuracy_rounds": [last], "train_rows": rows,
+                "spec": {"dataset": "trec", "noise": noise, "rate": rate, "seed": seed, "method": method,
+                         "train_rows": None, "training": {"warmup_epochs": epochs}}}
+
+    recs = [rec("none", 0, "clean", 0.96), rec("none", 1, "clean", 0.94),
+            rec("sym20", 0, "noiseal-knn", 0.95), rec("sym20", 1, "noiseal-knn", 0.93),
+            rec("idn20", 0, "noiseal-knn", 0.90),
+            rec("asym20", 0, "noiseal-knn", 0.95, epochs=2)]  # another budget: not comparable with the clean run
+    rows = {(m["setting"], m["versus"]): m for m in report.margins(recs)}
+    sym = rows[("sym20", "clean")]
+    assert sym["seeds"] == [0, 1] and sym["d_last"][0] == pytest.approx(-0.01)
+    assert rows[("idn20", "clean")]["seeds"] == [0] and rows[("idn20", "clean")]["d_last"][0] == pytest.approx(-0.06)
+    assert ("asym20", "clean") not in rows
+    md = report.margins_markdown(recs)
+    assert "sym20, noiseal-knn: 1.0 points below clean at the last round, **within** 3 points (seeds 0,1)" in md
+    assert "idn20, noiseal-knn: 6.0 points below clean at the last round, **NOT within** 3 points (seeds 0)" in md
+
+
+def test_prepare_data_without_noise_trains_on_the_true_labels(tmp_path):
+    from benchmarks.grid import Cell, prepare_data
+    from noiseal_ray.data.io import load_corpus
+
+    root = tmp_path / "data"
+    (root / "d").mkdir(parents=True)
+    rows = [{"text": f"text number {i}", "label": "ab"[i % 2]} for i in range(20)]
+    for name in ("train", "test"):
+        (root / "d" / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    DATASETS["tiny-test"] = type(DATASETS["trec"])("tiny-test", "d/train.jsonl", "d/test.jsonl")
+    try:
+        meta = prepare_data(Cell("tiny-test", "none", 0.0, 0, "clean", 10, None), data_root=root, work=tmp_path / "w")
+    finally:
+        del DATASETS["tiny-test"]
+    assert meta["realised_noise"] == 0.0 and meta["train_rows"] == 10 and meta["test_rows"] == 20
+    c = load_corpus(meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
+                    clean_label_col=meta["clean_label_col"])
+    assert (c.labels == c.clean).all() and len(c.labels) == 10
+    expected = {r["text"]: r["label"] for r in rows}
+    assert all(expected[t] == c.label_names[y] for t, y in zip(c.texts.to_pylist(), c.labels))
 
 
 def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp_path):
