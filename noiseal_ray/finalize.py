@@ -26,7 +26,8 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
 
 STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
              "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
-             "given_right", "fixed", "broken", "llm_right", "llm_known", "changed")
+             "given_right", "fixed", "broken", "llm_right", "llm_known", "changed", "changed_known",
+             "changed_wrong")
 
 
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str) -> dict[str, np.ndarray]:
@@ -53,7 +54,8 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
         "final_right": (known & (final == clean)).sum(), "given_right": (known & (given == clean)).sum(),
         "fixed": (wrong & (final == clean)).sum(), "broken": (known & ~wrong & (final != clean)).sum(),
         "llm_right": (known & (llm >= 0) & (llm == clean)).sum(), "llm_known": (known & (llm >= 0)).sum(),
-        "changed": (final != given).sum(),
+        "changed": (final != given).sum(), "changed_known": (known & (final != given)).sum(),
+        "changed_wrong": (wrong & (final != given)).sum(),
     }
     return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
 
@@ -79,4 +81,10 @@ def summarise(counts: dict[str, int]) -> dict:
                            "fixed": ratio("fixed", "wrong"),
                            "broken": counts["broken"] / max(counts["known"] - counts["wrong"], 1),
                            "annotator_accuracy": ratio("llm_right", "llm_known")}
+        if "changed_known" in counts:  # absent from summaries a version without it stored
+            # The label changes themselves as a detector of wrong labels: what the user acts on, unlike
+            # P and H, which also hold samples whose given label the run keeps.
+            cp = ratio("changed_wrong", "changed_known")
+            cr = ratio("changed_wrong", "wrong")
+            out["correction"] = {"precision": cp, "recall": cr, "f1": (2 * cp * cr / (cp + cr)) if cp and cr else 0.0}
     return out

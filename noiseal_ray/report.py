@@ -637,6 +637,7 @@ def build_report(*, run_dir: str | Path) -> str:
     total_s = sum(float(v) for v in stage.values()) if stage else None
     test_last, test_best = final.get("test_accuracy_last"), final.get("test_accuracy_best")
     det = final.get("detection")
+    corr = final.get("correction")
     rec = final.get("recovery")
     annot = config.get("annotator") or metrics.get("annotator") or "none"
     ann_final = final.get("annotator") or {}
@@ -786,6 +787,9 @@ def build_report(*, run_dir: str | Path) -> str:
         s_html += kv_table([
             ("detection precision / recall / F1", f"{pct(det.get('precision'))} / {pct(det.get('recall'))} / "
                                                   f"{pct(det.get('f1'))} <span class='note'>(flagged = P ∪ H vs truly noisy)</span>"),
+            *([("changed labels as a detector: precision / recall / F1",
+                f"{pct(corr.get('precision'))} / {pct(corr.get('recall'))} / {pct(corr.get('f1'))} "
+                "<span class='note'>(changed = final label ≠ given label vs truly noisy)</span>")] if corr else []),
             ("P precision", pct(det.get("p_precision"))),
             ("label accuracy given → final", f"{pct((rec or {}).get('given_accuracy'))} → "
                                              f"{pct((rec or {}).get('final_accuracy'))}"),

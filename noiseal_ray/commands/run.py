@@ -71,6 +71,8 @@ def run(
     if "recovery" in fin:
         rec = fin["recovery"]
         line += f"; label accuracy {rec['given_accuracy']:.3f} -> {rec['final_accuracy']:.3f}"
+    if (fin.get("correction") or {}).get("precision") is not None:
+        line += f" ({fin['correction']['precision']:.1%} of the changes fix a wrong label)"
     if "test_accuracy_last" in fin:
         line += f"; test accuracy {fin['test_accuracy_last']:.4f}"
     typer.echo(line)

@@ -75,6 +75,12 @@ def test_metrics_report_rounds_and_detection(tiny_run):
     final = on_disk["final"]
     assert sum(final["sizes"].values()) == N_ROWS
     assert 0 <= final["detection"]["precision"] <= 1 and 0 <= final["detection"]["recall"] <= 1
+    # The label changes scored as a detector agree with what labels.parquet holds.
+    labels = read_labels(out)
+    changed, wrong = labels["changed"], labels["given_label"] != labels["clean_label"]
+    assert changed.any() and wrong.any()
+    assert final["correction"]["precision"] == pytest.approx((changed & wrong).sum() / changed.sum())
+    assert final["correction"]["recall"] == pytest.approx((changed & wrong).sum() / wrong.sum())
     assert "test_accuracy" in on_disk["rounds"][0]  # warm-up is evaluated on the sample test set
     # batch_size 32 is rows per step over both workers: 800 rows -> 25 steps, as one worker takes.
     assert on_disk["rounds"][0]["train"]["steps"] == N_ROWS // 32

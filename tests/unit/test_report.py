@@ -151,6 +151,8 @@ def test_report_has_key_numbers(full_run):
     acc = m["final"]["test_accuracy_last"]
     assert f"{100 * acc:.1f}%" in doc
     assert f"{100 * m['final']['detection']['f1']:.1f}%" in doc
+    corr = m["final"]["correction"]
+    assert f"{100 * corr['precision']:.1f}% / {100 * corr['recall']:.1f}% / {100 * corr['f1']:.1f}%" in doc
     assert "Most confident corrections" in doc and "Most doubtful samples" in doc
     assert "per-class" in doc  # thresholds are per class: the report says how they are shown
 
@@ -252,3 +254,26 @@ def test_command_module_imports_are_cheap():
             "bad = [m for m in ('ray', 'torch', 'matplotlib', 'pandas', 'pyarrow') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_changes_are_scored_as_a_detector_of_wrong_labels():
+    from noiseal_ray.metrics import detection
+
+    rng = np.random.default_rng(3)
+    n, c = 500, 4
+    clean = rng.integers(0, c, n)
+    clean[:20] = -1  # unknown truth: left out
+    given = np.where(rng.random(n) < 0.3, rng.integers(0, c, n), np.maximum(clean, 0))
+    batch = {"part": rng.integers(0, 3, n), "label": given, "llm_label": rng.integers(-1, c, n),
+             "pred": rng.integers(0, c, n), "clean_label": clean, "llm_round": np.ones(n, np.int64),
+             "llm_error": [""] * n, "llm_cached": np.zeros(n, bool), "truncated": np.zeros(n, bool)}
+    counts = {k: int(v[0]) for k, v in batch_stats(batch, round_no=1, hard_policy="strong").items()}
+    final = final_labels(part=batch["part"], given=given, llm=batch["llm_label"], pred=batch["pred"],
+                         hard_policy="strong")
+    want = detection(flagged=final != given, given=given, clean=clean)
+    got = summarise(counts)["correction"]
+    assert got["precision"] == pytest.approx(want["precision"]) and got["recall"] == pytest.approx(want["recall"])
+    assert got["f1"] == pytest.approx(want["f1"]) and 0 < got["f1"] < 1
+    # a summary stored by a version without these counts still renders, without the block
+    old = {k: v for k, v in counts.items() if k not in ("changed_known", "changed_wrong")}
+    assert "correction" not in summarise(old) and "detection" in summarise(old)
