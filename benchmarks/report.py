@@ -37,9 +37,9 @@ NOTES = """\
   resumes from its records after an interruption.
 - The `trec` grid (`noiseal-ray bench --grid trec`, written to `benchmarks/RESULTS.md`) holds the issue's
   TREC claims: the full training split at 40% asymmetric and 40% symmetric noise (base, confident learning,
-  NoiseAL-kNN) and at 20% symmetric, asymmetric and instance-dependent noise (NoiseAL-kNN against the clean
-  upper bound, which is trained once per seed on the true labels: noise setting "none"), seeds 0 and 1;
-  about 4 hours on 2 cores (20 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
+  NoiseAL-kNN) and at 20% symmetric, asymmetric and instance-dependent noise (base and NoiseAL-kNN against
+  the clean upper bound, which is trained once per seed on the true labels: noise setting "none"), seeds 0
+  and 1; about 6 hours on 2 cores (26 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
 - The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
