@@ -54,14 +54,27 @@ NOTES = """\
 METHOD_ORDER = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-llm")
 
 
+def read_record(path: Path) -> dict:
+    """A record file's content; an unreadable one (a write cut short, e.g. by a full disk, before
+    records were written atomically) reads as missing, so its cell or measurement runs again."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        print(f"{path}: unreadable record, treated as missing", flush=True)
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
 def load_records(out: Path) -> list[dict]:
     recs = []
     for sub in ("records", "speed"):
         for p in sorted((Path(out) / sub).glob("*.json")):
-            recs.append(json.loads(p.read_text()))
+            if rec := read_record(p):
+                recs.append(rec)
     # Finished sizes of a speed benchmark whose other sizes did not finish (no full record yet).
     for p in sorted((Path(out) / "speed" / "parts").glob("*.json")):
-        recs.append({"kind": "speed_part", "name": p.name.split("-", 1)[0], "file": p.name, **json.loads(p.read_text())})
+        if rec := read_record(p):
+            recs.append({"kind": "speed_part", "name": p.name.split("-", 1)[0], "file": p.name, **rec})
     return recs
 
 

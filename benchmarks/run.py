@@ -88,9 +88,26 @@ def work_dir(out: Path, *, key: str, spec_hash: str) -> Path:
     return out / "work" / f"{key}-{spec_hash}"
 
 
-def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None) -> list[dict]:
+def prune_work(work: Path) -> int:
+    """Delete a finished cell's weights: Ray Train checkpoints and ``*.safetensors`` (2.5-4 GB a
+    TREC cell; a grid kept them all and filled the disk). The record already holds every figure,
+    and labels.parquet, metrics.json and the manifests stay. Returns the bytes freed."""
+    freed = 0
+    for p in sorted(work.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_file() and not p.is_symlink() and (p.suffix == ".safetensors" or "checkpoints" in p.relative_to(work).parts):
+            freed += p.stat().st_size
+            p.unlink()
+    for d in sorted(work.rglob("checkpoints"), key=lambda q: len(q.parts), reverse=True):
+        shutil.rmtree(d, ignore_errors=True)
+    return freed
+
+
+def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
+                keep_models: bool = False) -> list[dict]:
     from benchmarks.grid import prepare_data
     from benchmarks.methods import run_method
+    from benchmarks.report import read_record
+    from noiseal_ray.data.io import atomic_write_text
 
     rec_dir = out / "records"
     rec_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +117,7 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
             continue
         path = rec_dir / f"{cell.key}.json"
         if path.is_file() and not fresh:
-            rec = json.loads(path.read_text())
+            rec = read_record(path)
             if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok":
                 print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: cached record", flush=True)
                 records.append(rec)
@@ -123,7 +140,10 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         rec["wall_seconds"] = time.time() - t0
         rec["load_avg_after"] = os.getloadavg()[0]
-        path.write_text(json.dumps(rec, indent=2, default=float))
+        atomic_write_text(path, json.dumps(rec, indent=2, default=float))
+        if rec["status"] == "ok" and not keep_models:
+            # A failed cell keeps its pieces: the rerun resumes from them.
+            print(f"    pruned {prune_work(work) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
         accs = rec.get("test_accuracy_rounds") or []
         print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"
               + (f", test accuracy per round {[round(a, 4) for a in accs]}" if accs else ""), flush=True)
@@ -172,15 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cells", default=None,
                    help="comma-separated cell keys to run (e.g. to run cells in parallel processes sharing --out)")
     p.add_argument("--speed", default=None, help="comma-separated speed benchmarks to run: scoring,round_scaling,ddp")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep each finished cell's checkpoints and weights (GBs a cell) instead of deleting them")
     args = p.parse_args(argv)
     return bench(grid=args.grid, out=args.out, results=args.results, data_root=args.data_root, only=args.only,
-                 fresh=args.fresh, cells=set(args.cells.split(",")) if args.cells else None,
+                 fresh=args.fresh, keep_models=args.keep_models, cells=set(args.cells.split(",")) if args.cells else None,
                  speed_names=set(args.speed.split(",")) if args.speed else None, argv=list(argv) if argv is not None else sys.argv[1:])
 
 
 def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = None, data_root: str | None = None,
-          only: str | None = None, fresh: bool = False, cells: set[str] | None = None, speed_names: set[str] | None = None, argv: list[str] | None = None, command: str | None = None) -> int:
+          only: str | None = None, fresh: bool = False, keep_models: bool = False, cells: set[str] | None = None, speed_names: set[str] | None = None, argv: list[str] | None = None, command: str | None = None) -> int:
     from benchmarks.grid import DEFAULT_DATA_ROOT, HEADLINE, get_grid
+    from noiseal_ray.data.io import atomic_write_text
 
     g = get_grid(grid)
     out_p = Path(out) if out else REPO / "benchmarks" / "out" / grid
@@ -195,7 +218,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
     if only != "report":
         info["env"] = environment()
         # Recorded before any cell runs: a grid stopped half-way still says where it ran.
-        run_info_path.write_text(json.dumps(info, indent=2))
+        atomic_write_text(run_info_path, json.dumps(info, indent=2))
     if only != "report":
         from noiseal_ray.pipeline import configure_data_context
 
@@ -205,7 +228,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
         with own_ray(workers=2):
             configure_data_context()
             if only in (None, "quality"):
-                run_quality(g, out=out_p, data_root=root, fresh=fresh, only_keys=cells)
+                run_quality(g, out=out_p, data_root=root, fresh=fresh, only_keys=cells, keep_models=keep_models)
                 info["parts"]["quality"] = {"seconds": time.time() - t0, "load_avg_start": load0,
                                             "load_avg_end": os.getloadavg()}
             if only in (None, "speed"):
@@ -218,7 +241,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
         latest.setdefault("parts", {}).update(info["parts"])
         latest["env"] = info["env"]
         info = latest
-        run_info_path.write_text(json.dumps(info, indent=2))
+        atomic_write_text(run_info_path, json.dumps(info, indent=2))
     from benchmarks import report  # imported late: a long run picks up the current renderer
 
     backfill_corrections(out_p)

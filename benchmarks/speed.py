@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.grid import DATASETS, SEMANTICS, SpeedSpec
+from benchmarks.report import read_record
+from noiseal_ray.data.io import atomic_write_text
 
 
 def _hash(obj) -> str:
@@ -141,8 +143,8 @@ def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir.mkdir(parents=True, exist_ok=True)
     for n in spec.round_rows:
         part = done_dir / f"round_scaling-{_hash(_training_spec(spec))}-{n}.json"
-        if part.is_file():
-            meas.append(json.loads(part.read_text()))
+        if part.is_file() and (done := read_record(part)):
+            meas.append(done)
             print(f"    round at {n} rows: reused {part.name}", flush=True)
             continue
         try:
@@ -151,7 +153,7 @@ def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
             traceback.print_exc()
             failed.append({"rows": n, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             continue
-        part.write_text(json.dumps(meas[-1]))
+        atomic_write_text(part, json.dumps(meas[-1]))
         print(f"    round at {n} rows: {meas[-1]}", flush=True)
     if not meas:
         raise RuntimeError(f"every size failed: {failed}")
@@ -212,8 +214,8 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
     done_dir.mkdir(parents=True, exist_ok=True)
     for workers in (1, 2):
         part = done_dir / f"ddp-{_hash(_training_spec(spec))}-w{workers}.json"
-        if part.is_file():
-            meas.append(json.loads(part.read_text()))
+        if part.is_file() and (done := read_record(part)):
+            meas.append(done)
             continue
         threads = max(1, (os.cpu_count() or 1) // workers)
         ts = TrainSpec(init_dir=str(init.resolve()), epochs=1, seed=0, strong_lr=d.strong_lr, weak_lr=d.weak_lr,
@@ -224,7 +226,7 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
                 storage_path=str((work / "checkpoints").resolve()), max_failures=2, out_dir=str(work / f"model-w{workers}"))
         meas.append({"workers": workers, "threads": threads, "rows": len(y), "fit_seconds": time.time() - t0,
                      "epoch_seconds": float(m["seconds"]), "steps_rank0": int(m["steps"])})
-        part.write_text(json.dumps(meas[-1]))
+        atomic_write_text(part, json.dumps(meas[-1]))
         print(f"    ddp {meas[-1]}", flush=True)
     return {"what": (f"all-MiniLM-L6-v2 + BiLSTM, {len(y)} TREC questions, max_length {spec.max_length}, batch "
                      f"{d.batch_size} rows per step over all workers (so each of 2 workers takes half), "
@@ -246,8 +248,8 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
         path = rec_dir / f"{name}.json"
         h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name in TRAINS else {})})
         if path.is_file() and not fresh:
-            rec = json.loads(path.read_text())
-            if rec.get("spec_hash") == h and rec.get("status") == "ok":
+            rec = read_record(path)
+            if rec.get("spec_hash") == h and rec.get("status") == "ok" and not rec.get("failed_sizes"):
                 print(f"speed {name}: cached record", flush=True)
                 records.append(rec)
                 continue
@@ -263,7 +265,7 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         rec["wall_seconds"] = time.time() - t0
         rec["load_avg_after"] = os.getloadavg()[0]
-        path.write_text(json.dumps(rec, indent=2, default=float))
+        atomic_write_text(path, json.dumps(rec, indent=2, default=float))
         print(f"speed {name}: {rec['status']} in {rec['wall_seconds']:.0f}s", flush=True)
         records.append(rec)
     return records

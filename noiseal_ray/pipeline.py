@@ -7,7 +7,8 @@ Run directory::
     config.yaml  manifest.json  metrics.json  labels.parquet/  model/  report.html
     rounds/r0/{table,init,model}/      base table, initial and warmed-up bundles
     rounds/r{n}/{scored,table,model}/  scores, partition + annotator labels, trained bundle
-    checkpoints/                       Ray Train storage
+    checkpoints/                       Ray Train storage (deleted when the run completes, unless
+                                       config.storage_path names another place)
     llm_cache/                         LLM answers (annotator "llm")
 """
 
@@ -675,6 +676,10 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
 
             save_bundle(load_bundle(rounds_dir / f"r{config.rounds}" / "model"), out / "model", include_weak=False)
             manifest.mark("model")
+        if config.storage_path is None:
+            # Ray Train's checkpoints (weights + optimizer state, ~300 MB a fit for MiniLM) only serve a
+            # resume mid-fit; a finished run never reads them. A storage path the user chose is theirs.
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     metrics = build_metrics(manifest=manifest, config=config, wall=time.time() - t_start)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))

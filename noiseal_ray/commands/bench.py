@@ -31,6 +31,7 @@ def bench(
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore existing records; rerun everything.")] = False,
     cells: Annotated[Optional[str], typer.Option("--cells", help="Comma-separated cell keys to run (parallel processes may share --out).")] = None,
     speed: Annotated[Optional[str], typer.Option("--speed", help="Comma-separated speed benchmarks: scoring,round_scaling,ddp.")] = None,
+    keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each finished cell's checkpoints and weights (GBs a cell).")] = False,
 ) -> None:
     """Run the benchmark grid and write the results table (Markdown, CSV, JSON).
 
@@ -50,8 +51,10 @@ def bench(
                                   ("cells", cells), ("speed", speed)) if v]
     if fresh:
         argv.append("--fresh")
+    if keep_models:
+        argv.append("--keep-models")
     code = run_bench(grid=grid, out=str(out) if out else None, results=str(results) if results else None,
-                     data_root=str(data_root) if data_root else None, only=only, fresh=fresh,
+                     data_root=str(data_root) if data_root else None, only=only, fresh=fresh, keep_models=keep_models,
                      cells=set(cells.split(",")) if cells else None, speed_names=set(speed.split(",")) if speed else None,
                      command="noiseal-ray bench " + " ".join(argv))
     raise typer.Exit(code)

@@ -87,6 +87,8 @@ def test_metrics_report_rounds_and_detection(tiny_run):
     assert set(on_disk["stage_seconds"]) >= {"train", "score", "annotate"}
     assert (out / "model" / "noiseal_model.json").is_file()
     assert (out / "config.yaml").is_file()
+    # Ray Train's checkpoints served the fits only; a finished run does not keep them.
+    assert not (out / "checkpoints").exists()
 
 
 def test_rerun_is_a_noop_and_changed_config_is_refused(tiny_run, tiny_encoder):

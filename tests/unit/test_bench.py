@@ -285,3 +285,33 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     assert json.loads((tmp_path / "records" / "a.json").read_text())["correction"] == pytest.approx(d)
     assert "correction" not in json.loads((tmp_path / "records" / "b.json").read_text())
     assert backfill_corrections(tmp_path) == 0  # already there: nothing recomputed
+
+
+def test_prune_work_deletes_weights_and_checkpoints_and_keeps_results(tmp_path):
+    from benchmarks.run import prune_work
+
+    work = tmp_path / "trec-sym20-s0-noiseal-knn-abc"
+    keep = [work / "run" / "labels.parquet" / "part-0.parquet", work / "run" / "metrics.json",
+            work / "run" / "manifest.json", work / "run" / "model" / "noiseal_model.json"]
+    drop = [work / "run" / "model" / "strong.safetensors", work / "model0" / "weak.safetensors",
+            work / "run" / "checkpoints" / "r0" / "checkpoint_1" / "train_state.json",
+            work / "checkpoints" / "f0" / "checkpoint_0" / "optim_strong.safetensors"]
+    for i, p in enumerate(keep + drop):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * (10 + i))
+    freed = prune_work(work)
+    assert freed == sum(10 + len(keep) + i for i in range(len(drop)))
+    assert all(p.is_file() for p in keep)
+    assert not any(p.exists() for p in drop)
+    assert not list(work.rglob("checkpoints"))
+
+
+def test_a_torn_record_reads_as_missing_and_the_report_still_renders(tmp_path):
+    good = _records()[0]
+    (tmp_path / "records").mkdir()
+    (tmp_path / "speed").mkdir()
+    (tmp_path / "records" / "a.json").write_text(json.dumps(good))
+    (tmp_path / "records" / "b.json").write_text("")  # what a write cut short by a full disk left
+    (tmp_path / "speed" / "ddp.json").write_text('{"kind": "speed", "na')
+    assert report.load_records(tmp_path) == [good]
+    assert report.read_record(tmp_path / "records" / "b.json") == {}
