@@ -93,11 +93,11 @@ def prune_work(work: Path) -> int:
     TREC cell; a grid kept them all and filled the disk). The record already holds every figure,
     and labels.parquet, metrics.json and the manifests stay. Returns the bytes freed."""
     freed = 0
-    for p in sorted(work.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+    for p in list(work.rglob("*")):
         if p.is_file() and not p.is_symlink() and (p.suffix == ".safetensors" or "checkpoints" in p.relative_to(work).parts):
             freed += p.stat().st_size
             p.unlink()
-    for d in sorted(work.rglob("checkpoints"), key=lambda q: len(q.parts), reverse=True):
+    for d in list(work.rglob("checkpoints")):  # now only empty folders
         shutil.rmtree(d, ignore_errors=True)
     return freed
 
@@ -155,11 +155,12 @@ def backfill_corrections(out: Path) -> int:
     """Add ``correction`` (label-change detection) to NoiseAL records made before it existed, from
     their work folder's labels.parquet; no cell is rerun. Returns how many records it completed."""
     from benchmarks.methods import correction_detection
+    from benchmarks.report import read_record
     from noiseal_ray.data.io import atomic_write_text
 
     done = 0
     for path in sorted((out / "records").glob("*.json")):
-        rec = json.loads(path.read_text())
+        rec = read_record(path)
         if rec.get("status") != "ok" or not str(rec.get("method", "")).startswith("noiseal") or "correction" in rec:
             continue
         labels = work_dir(out, key=rec["key"], spec_hash=rec["spec_hash"]) / "run" / "labels.parquet"

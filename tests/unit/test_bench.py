@@ -170,6 +170,8 @@ def test_bench_command_registered():
 
     res = CliRunner().invoke(cli.app, ["bench", "--help"])
     assert res.exit_code == 0 and "--grid" in res.output
+    res = CliRunner().invoke(cli.app, ["bench", "--grid", "trec40"])  # the grid's old name
+    assert res.exit_code == 2 and "--grid must be one of full, smoke, trec" in res.output
 
 
 def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path):
@@ -315,3 +317,6 @@ def test_a_torn_record_reads_as_missing_and_the_report_still_renders(tmp_path):
     (tmp_path / "speed" / "ddp.json").write_text('{"kind": "speed", "na')
     assert report.load_records(tmp_path) == [good]
     assert report.read_record(tmp_path / "records" / "b.json") == {}
+    from benchmarks.run import backfill_corrections
+
+    assert backfill_corrections(tmp_path) == 0  # runs before the report: must not stop at the torn record
