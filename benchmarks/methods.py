@@ -222,6 +222,7 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
         rec["recovery"] = {k: final["recovery"][k] for k in ("fixed", "broken", "final_accuracy",
                                                              "given_accuracy", "annotator_accuracy")}
     rec["correction"] = correction_detection(work / "run" / "labels.parquet")
+    rec["anatomy"] = labels_anatomy(work / "run" / "labels.parquet")
     return rec
 
 
@@ -241,6 +242,51 @@ def correction_detection(labels: Path) -> dict:
     clean = np.array([-1 if x is None else names[x] for x in t["clean_label"]])
     d = detection(flagged=final != given, given=given, clean=clean)
     return {k: d[k] for k in ("precision", "recall", "f1")}
+
+
+def wrong_label_anatomy(*, partition: np.ndarray, given: np.ndarray, clean: np.ndarray, annotator: np.ndarray,
+                        pred: np.ndarray) -> dict:
+    """Where the wrong given labels end and what the annotator does with P: the "why" behind a
+    NoiseAL run's accuracy. All arrays (n,); labels int (-1 = none: no clean label, or no
+    annotator answer); ``partition`` holds "R"/"P"/"H". Rows without a clean label are ignored.
+
+    Returns fractions (None when the denominator is empty): ``wrong_in`` {R, P, H} = share of the
+    wrong labels in each subset (sums to 1); ``r_wrong`` = share of R that is wrong (the
+    demonstration pool's contamination); ``p_right`` = share of P whose given label is right;
+    ``annotator_fixes`` = share of P's wrong labels whose annotator label is the true one;
+    ``annotator_keeps`` = share of P's right labels the annotator confirms; ``annotator_model_agree``
+    = share of annotated P rows where the annotator agrees with the strong model's prediction.
+    """
+    known = clean >= 0
+    part, given, clean, ann, pred = (np.asarray(a)[known] for a in (partition, given, clean, annotator, pred))
+    wrong = given != clean
+
+    def frac(num: np.ndarray, den: np.ndarray) -> float | None:
+        return float((num & den).sum() / den.sum()) if den.sum() else None
+
+    in_p = part == "P"
+    answered = in_p & (ann >= 0)
+    return {"wrong": int(wrong.sum()),
+            "wrong_in": {s: frac(part == s, wrong) for s in ("R", "P", "H")},
+            "r_wrong": frac(wrong, part == "R"), "p_right": frac(~wrong, in_p),
+            "annotator_fixes": frac(ann == clean, answered & wrong),
+            "annotator_keeps": frac(ann == given, answered & ~wrong),
+            "annotator_model_agree": frac(ann == pred, answered)}
+
+
+def labels_anatomy(labels: Path) -> dict:
+    """``wrong_label_anatomy`` of a run's ``labels.parquet`` (its final partition and labels)."""
+    import pyarrow.parquet as pq
+
+    cols = ["partition", "given_label", "clean_label", "llm_label", "pred_label"]
+    t = pq.read_table(labels, columns=cols).to_pydict()
+    names = {n: i for i, n in enumerate(sorted({x for c in cols[1:] for x in t[c] if x is not None}))}
+
+    def ids(col: str) -> np.ndarray:
+        return np.array([-1 if x is None else names[x] for x in t[col]], dtype=np.int64)
+
+    return wrong_label_anatomy(partition=np.array(t["partition"], dtype=object), given=ids("given_label"),
+                               clean=ids("clean_label"), annotator=ids("llm_label"), pred=ids("pred_label"))
 
 
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:

@@ -282,6 +282,23 @@ def noiseal_rounds_markdown(records: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+def anatomy_markdown(records: Sequence[dict]) -> str:
+    """Where each NoiseAL run's wrong labels end (final partition) and what its annotator did in P
+    (record ``anatomy``, from ``benchmarks.methods.wrong_label_anatomy``; single runs)."""
+    out = ["| run | wrong labels | in R | in P | in H | R wrong (demo pool) | P right | annotator fixes P's wrong "
+           "| annotator keeps P's right | annotator = strong model |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", ""))):
+        a = r.get("anatomy")
+        if r.get("kind") != "quality" or r.get("status") != "ok" or not a:
+            continue
+        w = a.get("wrong_in") or {}
+        out.append("| " + " | ".join([r["key"], str(a.get("wrong")), *(fmt(w.get(s), None) for s in ("R", "P", "H")),
+                                      *(fmt(a.get(k), None) for k in ("r_wrong", "p_right", "annotator_fixes",
+                                                                       "annotator_keeps", "annotator_model_agree"))]) + " |")
+    return "\n".join(out)
+
+
 def stages_markdown(rows: Sequence[dict]) -> str:
     names = sorted({k for r in rows for k in r["stage_seconds"]})
     head = ["dataset", "noise", "method", "train rows used"] + [f"{n} (s)" for n in names] + ["wall (s)", "1-min load avg at end"]
@@ -414,6 +431,14 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               margins_markdown(records), "",
               "### Test accuracy per fit (mean over seeds)", "", rounds_markdown(rows), "",
               "### NoiseAL per round (each run)", "", noiseal_rounds_markdown(quality), "",
+              "### Where the wrong labels end (NoiseAL, final partition, each run)", "",
+              "Shares computed from each run's labels.parquet: of the wrong given labels, how many end in R "
+              "(kept as clean, and used as demonstrations), P (relabelled by the annotator) or H (final label by "
+              "the hard-sample policy); how much of R is wrong; how much of P was right to begin with; and what "
+              "the annotator answered in P: the true label for a wrong one, the given label for a right one, and "
+              "how often its answer is the strong model's own prediction (the kNN annotator votes in the strong "
+              "model's embedding space, so it is not an independent opinion).", "",
+              anatomy_markdown(quality), "",
               "### Wall time per stage (mean over seeds)", "", stages_markdown(rows), ""]
     reused = [r for r in quality if r.get("status") == "ok" and r.get("cv_folds_reused")]
     if reused:

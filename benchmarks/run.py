@@ -151,22 +151,26 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
     return records
 
 
-def backfill_corrections(out: Path) -> int:
-    """Add ``correction`` (label-change detection) to NoiseAL records made before it existed, from
-    their work folder's labels.parquet; no cell is rerun. Returns how many records it completed."""
-    from benchmarks.methods import correction_detection
+def backfill_from_labels(out: Path) -> int:
+    """Add what later versions compute from a run's labels.parquet -- ``correction`` (label-change
+    detection) and ``anatomy`` (where the wrong labels end) -- to NoiseAL records made before
+    they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
+    from benchmarks.methods import correction_detection, labels_anatomy
     from benchmarks.report import read_record
     from noiseal_ray.data.io import atomic_write_text
 
+    derived = {"correction": correction_detection, "anatomy": labels_anatomy}
     done = 0
     for path in sorted((out / "records").glob("*.json")):
         rec = read_record(path)
-        if rec.get("status") != "ok" or not str(rec.get("method", "")).startswith("noiseal") or "correction" in rec:
+        lacking = [k for k in derived if k not in rec]
+        if rec.get("status") != "ok" or not str(rec.get("method", "")).startswith("noiseal") or not lacking:
             continue
         labels = work_dir(out, key=rec["key"], spec_hash=rec["spec_hash"]) / "run" / "labels.parquet"
         if not labels.exists():  # a folder of parts, as the pipeline writes it
             continue
-        rec["correction"] = correction_detection(labels)
+        for k in lacking:
+            rec[k] = derived[k](labels)
         atomic_write_text(path, json.dumps(rec, indent=2, default=float))
         done += 1
     return done
@@ -245,7 +249,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
         atomic_write_text(run_info_path, json.dumps(info, indent=2))
     from benchmarks import report  # imported late: a long run picks up the current renderer
 
-    backfill_corrections(out_p)
+    backfill_from_labels(out_p)
     records = report.load_records(out_p)
     # The canonical regenerating command (no --only/--cells), and the one that rendered this file.
     canon = f"noiseal-ray bench --grid {grid}" + (f" --out {out}" if out else "") + (f" --results {results}" if results else "") \

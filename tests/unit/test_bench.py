@@ -265,8 +265,8 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from benchmarks.methods import correction_detection
-    from benchmarks.run import backfill_corrections
+    from benchmarks.methods import correction_detection, labels_anatomy
+    from benchmarks.run import backfill_from_labels
 
     # 6 rows: 3 wrong given labels (rows 0-2), 2 of them changed; 1 right label changed (row 3);
     # row 5 has no clean label and must not count.
@@ -274,7 +274,10 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     (run / "labels.parquet").mkdir(parents=True)  # a folder of parts, as the pipeline writes it
     pq.write_table(pa.table({"given_label": ["a", "a", "b", "b", "c", "c"],
                              "final_label": ["b", "c", "b", "c", "c", "a"],
-                             "clean_label": ["b", "b", "a", "b", "c", None]}), run / "labels.parquet" / "part-0.parquet")
+                             "clean_label": ["b", "b", "a", "b", "c", None],
+                             "partition": ["P", "P", "R", "P", "R", "H"],
+                             "llm_label": ["b", "c", None, "c", None, None],
+                             "pred_label": ["b", "b", "b", "c", "c", "c"]}), run / "labels.parquet" / "part-0.parquet")
     d = correction_detection(run / "labels.parquet")
     assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
     (tmp_path / "records").mkdir()
@@ -283,10 +286,12 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     other = {**rec, "key": "trec-asym40-s0-base", "method": "base"}
     (tmp_path / "records" / "a.json").write_text(json.dumps(rec))
     (tmp_path / "records" / "b.json").write_text(json.dumps(other))
-    assert backfill_corrections(tmp_path) == 1
-    assert json.loads((tmp_path / "records" / "a.json").read_text())["correction"] == pytest.approx(d)
+    assert backfill_from_labels(tmp_path) == 1
+    filled = json.loads((tmp_path / "records" / "a.json").read_text())
+    assert filled["correction"] == pytest.approx(d)
+    assert filled["anatomy"] == labels_anatomy(run / "labels.parquet")
     assert "correction" not in json.loads((tmp_path / "records" / "b.json").read_text())
-    assert backfill_corrections(tmp_path) == 0  # already there: nothing recomputed
+    assert backfill_from_labels(tmp_path) == 0  # already there: nothing recomputed
 
 
 def test_prune_work_deletes_weights_and_checkpoints_and_keeps_results(tmp_path):
@@ -317,6 +322,39 @@ def test_a_torn_record_reads_as_missing_and_the_report_still_renders(tmp_path):
     (tmp_path / "speed" / "ddp.json").write_text('{"kind": "speed", "na')
     assert report.load_records(tmp_path) == [good]
     assert report.read_record(tmp_path / "records" / "b.json") == {}
-    from benchmarks.run import backfill_corrections
+    from benchmarks.run import backfill_from_labels
 
-    assert backfill_corrections(tmp_path) == 0  # runs before the report: must not stop at the torn record
+    assert backfill_from_labels(tmp_path) == 0  # runs before the report: must not stop at the torn record
+
+
+def test_wrong_label_anatomy_counts_where_wrong_labels_end_and_what_the_annotator_did():
+    from benchmarks.methods import wrong_label_anatomy
+
+    # 8 rows with a clean label + 1 without (ignored). Wrong given labels: rows 0 (R), 1, 2 (P), 3 (H).
+    # P = rows 1, 2, 4, 5: two wrong (annotator fixes row 1, not row 2), two right (row 4 confirmed,
+    # row 5 unanswered). The annotator equals the strong model's prediction on rows 1 and 4 of the
+    # three answered.
+    part = np.array(["R", "P", "P", "H", "P", "P", "R", "R", "P"], dtype=object)
+    given = np.array([0, 0, 0, 1, 2, 2, 1, 1, 0])
+    clean = np.array([1, 1, 1, 0, 2, 2, 1, 1, -1])
+    ann = np.array([-1, 1, 2, -1, 2, -1, -1, -1, 1])
+    pred = np.array([1, 1, 1, 0, 2, 2, 1, 1, 1])
+    a = wrong_label_anatomy(partition=part, given=given, clean=clean, annotator=ann, pred=pred)
+    assert a["wrong"] == 4
+    assert a["wrong_in"] == pytest.approx({"R": 0.25, "P": 0.5, "H": 0.25})
+    assert a["r_wrong"] == pytest.approx(1 / 3) and a["p_right"] == pytest.approx(0.5)
+    assert a["annotator_fixes"] == pytest.approx(0.5) and a["annotator_keeps"] == pytest.approx(1.0)
+    assert a["annotator_model_agree"] == pytest.approx(2 / 3)
+    # An empty subset gives None, never a division by zero.
+    none = wrong_label_anatomy(partition=part[:1], given=given[:1], clean=clean[:1], annotator=ann[:1], pred=pred[:1])
+    assert none["p_right"] is None and none["annotator_fixes"] is None and none["wrong_in"]["R"] == 1.0
+
+
+def test_the_report_shows_the_anatomy_of_every_noiseal_run():
+    recs = _records()
+    recs[6]["anatomy"] = {"wrong": 400, "wrong_in": {"R": 0.125, "P": 0.75, "H": 0.125}, "r_wrong": 0.07,
+                          "p_right": 0.25, "annotator_fixes": 0.875, "annotator_keeps": 0.0, "annotator_model_agree": 0.5}
+    md = report.anatomy_markdown(recs)
+    row = [line for line in md.splitlines() if line.startswith(f"| {recs[6]['key']} |")]
+    assert row == [f"| {recs[6]['key']} | 400 | 0.125 | 0.750 | 0.125 | 0.070 | 0.250 | 0.875 | 0.000 | 0.500 |"]
+    assert len(md.splitlines()) == 3  # header, rule, the one run with an anatomy
