@@ -453,7 +453,9 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
                   "to replace it" for r in stale]
         lines += [f"- `{k}` has no record yet" for k in missing if k not in {r['key'] for r in failed + stale}]
         lines.append("")
-    lines += ["## Speed", "", speed_markdown(records), ""]
+    lines += ["## Speed", "", speed_markdown(records) if grid.speed is not None else
+              "This grid has no speed part: speed measures the machine and the code, not the data (see the `trec` "
+              "grid's RESULTS.md).", ""]
     lines += ["## Notes", "", NOTES.format(grid=grid.name), ""]
     extra = run_info.get("notes")
     if extra:

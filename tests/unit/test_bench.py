@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import report  # noqa: E402
-from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, full, get_grid, smoke, trec  # noqa: E402
+from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, full, get_grid, real, smoke, trec  # noqa: E402
 
 
 def _records(seed: int = 0) -> list[dict]:
@@ -134,14 +134,14 @@ def test_no_number_in_the_tables_without_a_record(tmp_path):
 
 def test_grids_are_well_formed():
     assert HEADLINE in GRIDS
-    for g in (smoke(), trec(), full()):
+    for g in (smoke(), trec(), real(), full()):
         keys = [c.key for c in g.cells]
         assert len(keys) == len(set(keys))
         for c in g.cells:
             assert c.dataset in DATASETS and c.method in METHODS
             assert not Path(DATASETS[c.dataset].train).is_absolute()
     assert {c.method for c in full().cells} == set(METHODS)
-    for g in (trec(), full()):
+    for g in (trec(), real(), full()):
         # The clean upper bound trains on the true labels: once per dataset and seed, never per noise setting.
         assert {c.setting for c in g.cells if c.method == "clean"} == {"none"}
         assert {c.method for c in g.cells if c.setting == "none"} == {"clean"}
@@ -151,6 +151,9 @@ def test_grids_are_well_formed():
     t = {c.key for c in trec().cells}
     assert {"trec-none-s0-clean", "trec-sym20-s1-noiseal-knn", "trec-idn20-s0-noiseal-knn",
             "trec-asym40-s1-cleanlab"} <= t
+    # Real noise: the dataset's own noisy labels, nothing injected, the gold labels as the clean bound.
+    assert {(c.dataset, c.setting) for c in real().cells} == {("hausa", "real"), ("hausa", "none")}
+    assert all(DATASETS[c.dataset].clean_label_col for c in real().cells)
     assert get_grid("smoke").name == "smoke"
     with pytest.raises(ValueError):
         get_grid("nope")
@@ -171,7 +174,7 @@ def test_bench_command_registered():
     res = CliRunner().invoke(cli.app, ["bench", "--help"])
     assert res.exit_code == 0 and "--grid" in res.output
     res = CliRunner().invoke(cli.app, ["bench", "--grid", "trec40"])  # the grid's old name
-    assert res.exit_code == 2 and "--grid must be one of full, smoke, trec" in res.output
+    assert res.exit_code == 2 and f"--grid must be one of {', '.join(sorted(GRIDS))}" in res.output
 
 
 def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path):
@@ -358,3 +361,15 @@ def test_the_report_shows_the_anatomy_of_every_noiseal_run():
     row = [line for line in md.splitlines() if line.startswith(f"| {recs[6]['key']} |")]
     assert row == [f"| {recs[6]['key']} | 400 | 0.125 | 0.750 | 0.125 | 0.070 | 0.250 | 0.875 | 0.000 | 0.500 |"]
     assert len(md.splitlines()) == 3  # header, rule, the one run with an anatomy
+
+
+def test_a_grid_without_a_speed_part_says_so_and_runs_none(tmp_path):
+    from benchmarks.run import run_speed
+
+    assert real().speed is None
+    assert run_speed(real(), out=tmp_path, data_root=tmp_path, fresh=False) == []
+    assert not (tmp_path / "speed").exists()
+    results = tmp_path / "RESULTS-real.md"
+    report.write_all(records=[], grid=real(), results=results, csv_json_dir=tmp_path, command="noiseal-ray bench --grid real",
+                     run_info={}, out_rel="benchmarks/out/real")
+    assert "This grid has no speed part" in results.read_text()
