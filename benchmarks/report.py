@@ -40,6 +40,8 @@ NOTES = """\
   NoiseAL-kNN) and at 20% symmetric, asymmetric and instance-dependent noise (base and NoiseAL-kNN against
   the clean upper bound, which is trained once per seed on the true labels: noise setting "none"), seeds 0
   and 1; about 6 hours on 2 cores (26 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
+  The `real` grid (`benchmarks/RESULTS-real.md`) runs the same methods and budget on Hausa news headlines
+  whose noisy labels came from keyword rules (real, not injected, noise; gold labels known).
 - The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
@@ -231,12 +233,56 @@ def margins_markdown(records: Iterable[dict]) -> str:
         out.append(f"Within {CLEAN_GAP_POINTS:g} points of the clean upper bound at 20% noise: **not measured** "
                    "(these records hold no 20% setting with both a clean and a NoiseAL cell).")
     else:
+        within = {(m["dataset"], m["setting"], m["method"]): -m["d_last"][0] * 100.0 <= CLEAN_GAP_POINTS for m in at20}
         for m in at20:
             gap = -m["d_last"][0] * 100.0
             verdict = "within" if gap <= CLEAN_GAP_POINTS else "NOT within"
             out.append(f"- {m['dataset']} {m['setting']}, {m['method']}: {gap:.1f} points below clean at the last "
                        f"round, **{verdict}** {CLEAN_GAP_POINTS:g} points (seeds {','.join(map(str, m['seeds']))}).")
+            if gap > CLEAN_GAP_POINTS:
+                why = shortfall_reason(records, dataset=m["dataset"], setting=m["setting"], method=m["method"],
+                                       compare=[k[1] for k, ok in within.items() if ok and k[0] == m["dataset"] and k[2] == m["method"]])
+                if why:
+                    out.append(f"  {why}")
     return "\n".join(out)
+
+
+def _anatomy_means(records: Iterable[dict], *, dataset: str, settings: Sequence[str], method: str) -> dict | None:
+    """Mean over runs of the anatomy shares of NoiseAL records of these settings (None: no record)."""
+    an = [r["anatomy"] for r in records if r.get("kind") == "quality" and r.get("status") == "ok" and r.get("anatomy")
+          and r.get("dataset") == dataset and r.get("setting") in settings and r.get("method") == method]
+    if not an:
+        return None
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {"in_r": mean([a["wrong_in"].get("R") for a in an]), "p_right": mean([a.get("p_right") for a in an]),
+            "keeps": mean([a.get("annotator_keeps") for a in an]), "fixes": mean([a.get("annotator_fixes") for a in an]),
+            "n": len(an)}
+
+
+def shortfall_reason(records: Iterable[dict], *, dataset: str, setting: str, method: str,
+                     compare: Sequence[str]) -> str | None:
+    """One sentence on why a setting falls short of the clean bar, from the runs' anatomy (see
+    ``anatomy_markdown``), set against the settings of the same dataset that meet the bar."""
+    records = list(records)
+    a = _anatomy_means(records, dataset=dataset, settings=[setting], method=method)
+    if a is None or a["in_r"] is None:
+        return None
+    b = _anatomy_means(records, dataset=dataset, settings=compare, method=method) if compare else None
+
+    def pct(x):
+        return "-" if x is None else f"{100.0 * x:.0f}%"
+
+    def vs(key):
+        return f" (against {pct(b[key])} at {', '.join(sorted(compare))})" if b and b[key] is not None else ""
+
+    return (f"Why, from the runs' final partitions (mean of {a['n']} run(s); table \"Where the wrong labels end\"): "
+            f"{pct(a['in_r'])} of the wrong labels end in R, kept as clean and used as demonstrations{vs('in_r')}; "
+            f"{pct(a['p_right'])} of P was right to begin with{vs('p_right')}, and the annotator kept "
+            f"{pct(a['keeps'])} of those{vs('keeps')}; it fixed {pct(a['fixes'])} of P's wrong labels{vs('fixes')}.")
 
 
 def quality_markdown(rows: Sequence[dict]) -> str:
