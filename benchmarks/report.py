@@ -42,7 +42,7 @@ NOTES = """\
   and 1; about 6 hours on 2 cores (26 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
   The `real` grid (`benchmarks/RESULTS-real.md`) runs the same methods and budget on Hausa news headlines
   whose noisy labels came from keyword rules (real, not injected, noise; gold labels known).
-- The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
+- The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 600-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
   comparable within a run only roughly, and across machines not at all. The speed measurements run one after
@@ -371,8 +371,11 @@ def quality_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def speed_markdown(records: Sequence[dict]) -> str:
-    by = {r["name"]: r for r in records if r.get("kind") == "speed"}
+def speed_markdown(records: Sequence[dict], *, spec=None) -> str:
+    """The speed section from the speed records; ``spec`` (the grid's SpeedSpec) says which
+    measurements the grid leaves out (an empty ``round_rows``)."""
+    skip_rounds = spec is not None and not spec.round_rows
+    by = {r["name"]: r for r in records if r.get("kind") == "speed" and not (skip_rounds and r["name"] == "round_scaling")}
     parts = []
     s = by.get("scoring")
     if s and s.get("status") == "ok":
@@ -387,7 +390,10 @@ def speed_markdown(records: Sequence[dict]) -> str:
     parts.append("**(2) Relabeling throughput, batched vs sequential**: measured separately by "
                  "`benchmarks/llm_relabel.py`; see [results/llm_relabel.md](results/llm_relabel.md) (not rerun here).\n")
     g = by.get("round_scaling")
-    if not (g and g.get("status") == "ok"):
+    if skip_rounds:
+        parts.append("**(3) Wall time of one NoiseAL round as the corpus grows**: not in this grid (see the `trec` "
+                     "grid's RESULTS.md).\n")
+    elif not (g and g.get("status") == "ok"):
         parts_rs = sorted((r for r in records if r.get("kind") == "speed_part" and r["name"] == "round_scaling"),
                           key=lambda r: r["rows"])
         if parts_rs:
@@ -418,7 +424,7 @@ def speed_markdown(records: Sequence[dict]) -> str:
             + "".join(f"| {m['workers']} | {m['threads']} | {m['fit_seconds']:.1f} | {m['epoch_seconds']:.1f} | "
                       f"{m['rows'] / m['epoch_seconds']:.1f} |\n" for m in d["measurements"])
             + f"\nSpeed-up of 2 workers over 1 (epoch time): **{d['speedup']:.2f}x**.\n")
-    failed = [r for r in records if r.get("kind") == "speed" and r.get("status") != "ok"
+    failed = [r for r in records if r.get("kind") == "speed" and r.get("status") != "ok" and r["name"] in by
               and not any(p.get("kind") == "speed_part" and p["name"] == r["name"] for p in records)]
     for r in failed:
         parts.append(f"Speed benchmark `{r['name']}` failed: `{r.get('error')}`.\n")
@@ -499,7 +505,7 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
                   "to replace it" for r in stale]
         lines += [f"- `{k}` has no record yet" for k in missing if k not in {r['key'] for r in failed + stale}]
         lines.append("")
-    lines += ["## Speed", "", speed_markdown(records) if grid.speed is not None else
+    lines += ["## Speed", "", speed_markdown(records, spec=grid.speed) if grid.speed is not None else
               "This grid has no speed part: speed measures the machine and the code, not the data (see the `trec` "
               "grid's RESULTS.md).", ""]
     lines += ["## Notes", "", NOTES.format(grid=grid.name), ""]

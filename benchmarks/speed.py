@@ -245,6 +245,9 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
     for name, fn in BENCHES.items():
         if names and name not in names:
             continue
+        if name == "round_scaling" and not spec.round_rows:
+            print("speed round_scaling: not in this grid", flush=True)
+            continue
         path = rec_dir / f"{name}.json"
         h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name in TRAINS else {})})
         if path.is_file() and not fresh:
