@@ -215,8 +215,12 @@ def test_margins_pair_seeds_and_check_the_clean_bar():
     assert cl["seeds"] == [0] and cl["d_last"] == (pytest.approx(0.2), None) and cl["f1_versus"] == pytest.approx(0.6)
     md = report.margins_markdown(recs)
     assert "| trec | asym40 | noiseal-knn | base | 0,1 | 2.0 ± 5.7 |" in md
-    assert "sym20, noiseal-knn: 5.0 points below clean at the last round, **NOT within** 3 points" in md
-    assert "asym20, noiseal-knn: 2.0 points below clean at the last round, **within** 3 points" in md
+    assert "sym20, noiseal-knn: 5.0 points below clean at the last round (seed 0: 5.0), **NOT within** 3 points." in md
+    assert "asym20, noiseal-knn: 2.0 points below clean at the last round (seed 0: 2.0), **within** 3 points." in md
+    # Within on the mean but not in every seed: said so, with each seed's gap.
+    mixed = recs + [rec("asym20", 1, "noiseal-knn", 0.904), rec("asym20", 1, "clean", 0.94)]
+    assert ("asym20, noiseal-knn: 2.8 ± 1.1 points below clean at the last round (seed 0: 2.0; seed 1: 3.6), "
+            "**within** 3 points on the mean, **not in every seed** (1 of 2).") in report.margins_markdown(mixed)
     assert "not measured" in report.margins_markdown(recs[:5])
 
 
@@ -238,8 +242,8 @@ def test_margins_compare_every_noisy_setting_with_the_clean_run_of_its_seed():
     assert rows[("idn20", "clean")]["seeds"] == [0] and rows[("idn20", "clean")]["d_last"][0] == pytest.approx(-0.06)
     assert ("asym20", "clean") not in rows
     md = report.margins_markdown(recs)
-    assert "sym20, noiseal-knn: 1.0 points below clean at the last round, **within** 3 points (seeds 0,1)" in md
-    assert "idn20, noiseal-knn: 6.0 points below clean at the last round, **NOT within** 3 points (seeds 0)" in md
+    assert "sym20, noiseal-knn: 1.0 ± 0.0 points below clean at the last round (seed 0: 1.0; seed 1: 1.0), **within** 3 points." in md
+    assert "idn20, noiseal-knn: 6.0 points below clean at the last round (seed 0: 6.0), **NOT within** 3 points." in md
     assert "Why" not in md  # no anatomy in these records: no reason is made up
 
     # With each run's anatomy, the setting that falls short is set against the ones that meet the bar.
