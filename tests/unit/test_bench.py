@@ -244,7 +244,7 @@ def test_margins_compare_every_noisy_setting_with_the_clean_run_of_its_seed():
     md = report.margins_markdown(recs)
     assert "sym20, noiseal-knn: 1.0 ± 0.0 points below clean at the last round (seed 0: 1.0; seed 1: 1.0), **within** 3 points." in md
     assert "idn20, noiseal-knn: 6.0 points below clean at the last round (seed 0: 6.0), **NOT within** 3 points." in md
-    assert "Why" not in md  # no anatomy in these records: no reason is made up
+    assert "What the labels say" not in md  # no anatomy in these records: nothing is made up
 
     # With each run's anatomy, the setting that falls short is set against the ones that meet the bar.
     def anat(in_r, p_right, keeps, fixes):
@@ -253,13 +253,16 @@ def test_margins_compare_every_noisy_setting_with_the_clean_run_of_its_seed():
 
     recs[2]["anatomy"], recs[3]["anatomy"] = anat(0.02, 0.10, 0.05, 0.96), anat(0.04, 0.20, 0.15, 0.94)
     recs[4]["anatomy"] = anat(0.30, 0.40, 0.10, 0.80)
+    recs[2]["recovery"], recs[3]["recovery"] = {"final_accuracy": 0.97, "given_accuracy": 0.8}, {"final_accuracy": 0.95, "given_accuracy": 0.8}
+    recs[4]["recovery"] = {"final_accuracy": 0.86, "given_accuracy": 0.8}
     md = report.margins_markdown(recs)
-    why = [line for line in md.splitlines() if "Why" in line]
+    why = [line for line in md.splitlines() if "What the labels say" in line]
     assert len(why) == 1 and md.splitlines().index(why[0]) == md.splitlines().index(
         next(line for line in md.splitlines() if "idn20, noiseal-knn" in line)) + 1
     assert ("30% of the wrong labels end in R, kept as clean and used as demonstrations (against 3% at sym20); "
             "40% of P was right to begin with (against 15% at sym20), and the annotator kept 10% of those "
-            "(against 10% at sym20); it fixed 80% of P's wrong labels (against 95% at sym20)") in why[0]
+            "(against 10% at sym20); it fixed 80% of P's wrong labels (against 95% at sym20). "
+            "The final labels are 86% right (against 96% at sym20) (given labels: 80%).") in why[0]
 
 
 def test_prepare_data_without_noise_trains_on_the_true_labels(tmp_path):
