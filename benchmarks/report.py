@@ -42,7 +42,7 @@ NOTES = """\
   and 1; about 6 hours on 2 cores (26 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
   The `real` grid (`benchmarks/RESULTS-real.md`) runs the same methods and budget on Hausa news headlines
   whose noisy labels came from keyword rules (real, not injected, noise; gold labels known).
-- The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 600-row subsample, and
+- The `smoke` grid is a plumbing check plus a first look, not a verdict: one seed, a 1,000-row subsample, and
   few optimisation steps, so absolute accuracies are far below the full-data numbers in the design notes.
 - Wall times were measured on a shared machine while other jobs ran (see the load averages above); they are
   comparable within a run only roughly, and across machines not at all. The speed measurements run one after
@@ -392,9 +392,14 @@ def quality_csv(rows: Sequence[dict]) -> str:
 
 def speed_markdown(records: Sequence[dict], *, spec=None) -> str:
     """The speed section from the speed records; ``spec`` (the grid's SpeedSpec) says which
-    measurements the grid leaves out (an empty ``round_rows``)."""
-    skip_rounds = spec is not None and not spec.round_rows
-    by = {r["name"]: r for r in records if r.get("kind") == "speed" and not (skip_rounds and r["name"] == "round_scaling")}
+    measurements the grid leaves out (``benchmarks.speed.included``)."""
+    from benchmarks.speed import included
+
+    def left_out(name: str) -> bool:
+        return spec is not None and not included(spec, name)
+
+    skip_rounds = left_out("round_scaling")
+    by = {r["name"]: r for r in records if r.get("kind") == "speed" and not left_out(r["name"])}
     parts = []
     s = by.get("scoring")
     if s and s.get("status") == "ok":
@@ -429,7 +434,10 @@ def speed_markdown(records: Sequence[dict], *, spec=None) -> str:
                       f"{m['train']:.1f} | {m['total']:.1f} | {m['rows'] / m['total']:.0f} |\n" for m in g["measurements"])
             + "".join(f"\nNot measured: {f['rows']} rows (`{f['error'][:160]}`).\n" for f in g.get("failed_sizes", [])))
     d = by.get("ddp")
-    if not (d and d.get("status") == "ok"):
+    if left_out("ddp"):
+        parts.append("**(4) One training epoch, 1 worker vs 2 DDP workers**: not in this grid (see the `trec` "
+                     "grid's RESULTS.md).\n")
+    elif not (d and d.get("status") == "ok"):
         parts_d = sorted((r for r in records if r.get("kind") == "speed_part" and r["name"] == "ddp"),
                          key=lambda r: r["workers"])
         if parts_d:

@@ -238,6 +238,11 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
 BENCHES = {"scoring": bench_scoring, "round_scaling": bench_round_scaling, "ddp": bench_ddp}
 
 
+def included(spec: SpeedSpec, name: str) -> bool:
+    """Whether the grid measures ``name``: an empty ``round_rows`` or a zero ``ddp_rows`` leaves it out."""
+    return {"round_scaling": bool(spec.round_rows), "ddp": spec.ddp_rows > 0}.get(name, True)
+
+
 def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=None) -> list[dict]:
     rec_dir = out / "speed"
     rec_dir.mkdir(parents=True, exist_ok=True)
@@ -245,8 +250,8 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
     for name, fn in BENCHES.items():
         if names and name not in names:
             continue
-        if name == "round_scaling" and not spec.round_rows:
-            print("speed round_scaling: not in this grid", flush=True)
+        if not included(spec, name):
+            print(f"speed {name}: not in this grid", flush=True)
             continue
         path = rec_dir / f"{name}.json"
         h = _hash({"name": name, "spec": asdict(spec), **({"semantics": SEMANTICS} if name in TRAINS else {})})

@@ -398,14 +398,16 @@ def test_a_grid_without_a_speed_part_says_so_and_runs_none(tmp_path):
     assert "This grid has no speed part" in results.read_text()
 
 
-def test_the_smoke_grid_leaves_round_scaling_to_the_trec_grid(tmp_path):
+def test_the_smoke_grid_leaves_round_scaling_and_ddp_to_the_trec_grid(tmp_path):
     from benchmarks.speed import run_all
 
-    assert smoke().speed.round_rows == () and trec().speed.round_rows
-    # Nothing runs for it (no Ray needed), and the report says where the figures are instead.
-    assert run_all(smoke().speed, out=tmp_path, data_root=tmp_path, fresh=False, names={"round_scaling"}) == []
-    old = {"kind": "speed", "name": "round_scaling", "status": "failed", "error": "from an earlier spec"}
-    md = report.speed_markdown([old], spec=smoke().speed)
+    assert smoke().speed.round_rows == () and smoke().speed.ddp_rows == 0
+    assert trec().speed.round_rows and trec().speed.ddp_rows
+    # Nothing runs for them (no Ray needed), and the report says where the figures are instead.
+    assert run_all(smoke().speed, out=tmp_path, data_root=tmp_path, fresh=False, names={"round_scaling", "ddp"}) == []
+    old = [{"kind": "speed", "name": n, "status": "failed", "error": "from an earlier spec"} for n in ("round_scaling", "ddp")]
+    md = report.speed_markdown(old, spec=smoke().speed)
     assert "(3) Wall time of one NoiseAL round as the corpus grows**: not in this grid" in md
+    assert "(4) One training epoch, 1 worker vs 2 DDP workers**: not in this grid" in md
     assert "failed" not in md
-    assert "not in this grid" not in report.speed_markdown([old], spec=trec().speed)
+    assert "not in this grid" not in report.speed_markdown(old, spec=trec().speed)
