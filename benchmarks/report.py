@@ -254,10 +254,10 @@ def margins_markdown(records: Iterable[dict]) -> str:
             out.append(f"- {m['dataset']} {m['setting']}, {m['method']}: {gap:.1f}{spread} points below clean at the "
                        f"last round ({per_seed}), {verdict}.")
             if gap > CLEAN_GAP_POINTS:
-                why = shortfall_reason(records, dataset=m["dataset"], setting=m["setting"], method=m["method"],
-                                       compare=[k[1] for k, ok in within.items() if ok and k[0] == m["dataset"] and k[2] == m["method"]])
-                if why:
-                    out.append(f"  {why}")
+                facts = label_facts(records, dataset=m["dataset"], setting=m["setting"], method=m["method"],
+                                    compare=[k[1] for k, ok in within.items() if ok and k[0] == m["dataset"] and k[2] == m["method"]])
+                if facts:
+                    out.append(f"  {facts}")
     return "\n".join(out)
 
 
@@ -279,7 +279,7 @@ def _anatomy_means(records: Iterable[dict], *, dataset: str, settings: Sequence[
             "given": mean([get(r, "recovery.given_accuracy") for r in runs]), "n": len(an)}
 
 
-def shortfall_reason(records: Iterable[dict], *, dataset: str, setting: str, method: str,
+def label_facts(records: Iterable[dict], *, dataset: str, setting: str, method: str,
                      compare: Sequence[str]) -> str | None:
     """What the runs' labels say about a setting that falls short of the clean bar (anatomy, see
     ``anatomy_markdown``, and the final labels' accuracy), set against the settings of the same
