@@ -102,6 +102,18 @@ def prune_work(work: Path) -> int:
     return freed
 
 
+PRUNED = ".pruned"  # marks a finished cell's work folder whose weights prune_work deleted
+
+
+def start_work(work: Path, *, fresh: bool) -> Path:
+    """The work folder a cell runs in. Kept as is when it holds an interrupted run of the same
+    specification (methods resume from its pieces); emptied when ``fresh`` (rerun everything) or
+    when it holds a finished, pruned run, whose pieces look reusable but lack their weights."""
+    if work.exists() and (fresh or (work / PRUNED).exists()):
+        shutil.rmtree(work)
+    return work
+
+
 def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
                 keep_models: bool = False) -> list[dict]:
     from benchmarks.grid import prepare_data
@@ -124,7 +136,7 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
                 continue
         print(f"[{i + 1}/{len(grid.cells)}] {cell.key} ...", flush=True)
         meta = prepare_data(cell, data_root=data_root, work=out)
-        work = work_dir(out, key=cell.key, spec_hash=cell.spec_hash())
+        work = start_work(work_dir(out, key=cell.key, spec_hash=cell.spec_hash()), fresh=fresh)
         # The work folder is named by the cell's spec hash, so a partial run found there is of the same
         # spec: methods reuse its finished pieces (NoiseAL's stages, cleanlab's fold models).
         t0 = time.time()
@@ -144,6 +156,7 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
         if rec["status"] == "ok" and not keep_models:
             # A failed cell keeps its pieces: the rerun resumes from them.
             print(f"    pruned {prune_work(work) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
+            (work / PRUNED).touch()
         accs = rec.get("test_accuracy_rounds") or []
         print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"
               + (f", test accuracy per round {[round(a, 4) for a in accs]}" if accs else ""), flush=True)

@@ -411,3 +411,21 @@ def test_the_smoke_grid_leaves_round_scaling_and_ddp_to_the_trec_grid(tmp_path):
     assert "(4) One training epoch, 1 worker vs 2 DDP workers**: not in this grid" in md
     assert "failed" not in md
     assert "not in this grid" not in report.speed_markdown(old, spec=trec().speed)
+
+
+def test_a_cell_reruns_from_nothing_when_fresh_or_after_its_weights_were_pruned(tmp_path):
+    """A finished cell's work folder keeps its manifests but not its weights: rerunning the cell
+    there resumed a 'finished' NoiseAL run in 0 s and sent cleanlab looking for pruned fold models."""
+    from benchmarks.run import PRUNED, start_work
+
+    work = tmp_path / "trec-asym40-s0-cleanlab-abc"
+    piece = work / "cv0" / "noiseal_model.json"
+    piece.parent.mkdir(parents=True)
+    piece.write_text("{}")
+    assert start_work(work, fresh=False) == work and piece.exists()  # an interrupted run: resumed
+    assert start_work(work, fresh=True) == work and not work.exists()  # --fresh: from nothing
+    piece.parent.mkdir(parents=True)
+    piece.write_text("{}")
+    (work / PRUNED).touch()
+    start_work(work, fresh=False)
+    assert not work.exists()  # finished and pruned: its pieces lack weights, so from nothing
