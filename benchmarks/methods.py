@@ -226,21 +226,26 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
     return rec
 
 
+def _label_ids(labels: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """Label-name columns of a run's ``labels.parquet`` as int arrays over one shared name->id map
+    (ids are only compared with each other); -1 where the value is missing (no clean label, no
+    annotator answer)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(labels, columns=columns).to_pydict()
+    names = {n: i for i, n in enumerate(sorted({x for c in columns for x in t[c] if x is not None}))}
+    return {c: np.array([-1 if x is None else names[x] for x in t[c]], dtype=np.int64) for c in columns}
+
+
 def correction_detection(labels: Path) -> dict:
     """NoiseAL's label changes as a detector of wrong labels (flagged = final label != given label),
     from a run's ``labels.parquet`` (given_label, final_label, clean_label; rows without a clean
     label are ignored). Precision/recall/F1, like ``detection`` for P+H: P+H counts the hard
     samples, which NoiseAL does not call wrong; this counts what the user gets changed."""
-    import pyarrow.parquet as pq
-
     from noiseal_ray.metrics import detection
 
-    t = pq.read_table(labels, columns=["given_label", "final_label", "clean_label"]).to_pydict()
-    names = {n: i for i, n in enumerate(sorted({x for col in t.values() for x in col if x is not None}))}
-    given = np.array([names[x] for x in t["given_label"]])
-    final = np.array([names[x] for x in t["final_label"]])
-    clean = np.array([-1 if x is None else names[x] for x in t["clean_label"]])
-    d = detection(flagged=final != given, given=given, clean=clean)
+    ids = _label_ids(labels, ["given_label", "final_label", "clean_label"])
+    d = detection(flagged=ids["final_label"] != ids["given_label"], given=ids["given_label"], clean=ids["clean_label"])
     return {k: d[k] for k in ("precision", "recall", "f1")}
 
 
@@ -278,15 +283,10 @@ def labels_anatomy(labels: Path) -> dict:
     """``wrong_label_anatomy`` of a run's ``labels.parquet`` (its final partition and labels)."""
     import pyarrow.parquet as pq
 
-    cols = ["partition", "given_label", "clean_label", "llm_label", "pred_label"]
-    t = pq.read_table(labels, columns=cols).to_pydict()
-    names = {n: i for i, n in enumerate(sorted({x for c in cols[1:] for x in t[c] if x is not None}))}
-
-    def ids(col: str) -> np.ndarray:
-        return np.array([-1 if x is None else names[x] for x in t[col]], dtype=np.int64)
-
-    return wrong_label_anatomy(partition=np.array(t["partition"], dtype=object), given=ids("given_label"),
-                               clean=ids("clean_label"), annotator=ids("llm_label"), pred=ids("pred_label"))
+    ids = _label_ids(labels, ["given_label", "clean_label", "llm_label", "pred_label"])
+    partition = np.array(pq.read_table(labels, columns=["partition"]).column("partition").to_pylist(), dtype=object)
+    return wrong_label_anatomy(partition=partition, given=ids["given_label"], clean=ids["clean_label"],
+                               annotator=ids["llm_label"], pred=ids["pred_label"])
 
 
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:

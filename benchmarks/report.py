@@ -184,16 +184,16 @@ def margins(records: Iterable[dict]) -> list[dict]:
             seeds = sorted(set(ours) & set(theirs))
             if not seeds:
                 continue
-            def diffs(path: str) -> list[float]:
-                pairs = [(get(ours[s], path), get(theirs[s], path)) for s in seeds]
-                return [a - b for a, b in pairs if a is not None and b is not None]
+            def diffs(path: str) -> dict[int, float]:
+                pairs = {s: (get(ours[s], path), get(theirs[s], path)) for s in seeds}
+                return {s: a - b for s, (a, b) in pairs.items() if a is not None and b is not None}
 
-            d_last, d_best = diffs("acc_last"), diffs("acc_best")
+            by_seed = diffs("acc_last")
+            d_last, d_best = list(by_seed.values()), list(diffs("acc_best").values())
             out.append({"dataset": dataset, "setting": setting, "method": method, "versus": versus,
                         "seeds": seeds, "d_last": mean_sd(d_last)[:2], "d_best": mean_sd(d_best)[:2],
                         "ahead_last": sum(d > 0 for d in d_last), "paired_last": len(d_last),
-                        "d_last_by_seed": {s: get(ours[s], "acc_last") - get(theirs[s], "acc_last") for s in seeds
-                                           if get(ours[s], "acc_last") is not None and get(theirs[s], "acc_last") is not None},
+                        "d_last_by_seed": by_seed,
                         "f1": mean_sd([get(ours[s], "detection.f1") for s in seeds])[0],
                         "f1_changed": mean_sd([get(ours[s], "correction.f1") for s in seeds])[0],
                         "f1_versus": mean_sd([get(theirs[s], "detection.f1") for s in seeds])[0]})
@@ -398,7 +398,6 @@ def speed_markdown(records: Sequence[dict], *, spec=None) -> str:
     def left_out(name: str) -> bool:
         return spec is not None and not included(spec, name)
 
-    skip_rounds = left_out("round_scaling")
     by = {r["name"]: r for r in records if r.get("kind") == "speed" and not left_out(r["name"])}
     parts = []
     s = by.get("scoring")
@@ -414,7 +413,7 @@ def speed_markdown(records: Sequence[dict], *, spec=None) -> str:
     parts.append("**(2) Relabeling throughput, batched vs sequential**: measured separately by "
                  "`benchmarks/llm_relabel.py`; see [results/llm_relabel.md](results/llm_relabel.md) (not rerun here).\n")
     g = by.get("round_scaling")
-    if skip_rounds:
+    if left_out("round_scaling"):
         parts.append("**(3) Wall time of one NoiseAL round as the corpus grows**: not in this grid (see the `trec` "
                      "grid's RESULTS.md).\n")
     elif not (g and g.get("status") == "ok"):
