@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import report  # noqa: E402
-from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, full, get_grid, real, smoke, trec  # noqa: E402
+from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, breadth, full, get_grid, real, smoke, trec  # noqa: E402
 
 
 def _records(seed: int = 0) -> list[dict]:
@@ -134,14 +134,14 @@ def test_no_number_in_the_tables_without_a_record(tmp_path):
 
 def test_grids_are_well_formed():
     assert HEADLINE in GRIDS
-    for g in (smoke(), trec(), real(), full()):
+    for g in (smoke(), trec(), real(), breadth(), full()):
         keys = [c.key for c in g.cells]
         assert len(keys) == len(set(keys))
         for c in g.cells:
             assert c.dataset in DATASETS and c.method in METHODS
             assert not Path(DATASETS[c.dataset].train).is_absolute()
     assert {c.method for c in full().cells} == set(METHODS)
-    for g in (trec(), real(), full()):
+    for g in (trec(), real(), breadth(), full()):
         # The clean upper bound trains on the true labels: once per dataset and seed, never per noise setting.
         assert {c.setting for c in g.cells if c.method == "clean"} == {"none"}
         assert {c.method for c in g.cells if c.setting == "none"} == {"clean"}
@@ -154,6 +154,12 @@ def test_grids_are_well_formed():
     # Real noise: the dataset's own noisy labels, nothing injected, the gold labels as the clean bound.
     assert {(c.dataset, c.setting) for c in real().cells} == {("hausa", "real"), ("hausa", "none")}
     assert all(DATASETS[c.dataset].clean_label_col for c in real().cells)
+    # The issue's other datasets: real human noise and SST-2's asymmetric 40%, every method on the same rows.
+    b = breadth()
+    assert {(c.dataset, c.setting) for c in b.cells} == {("noisyagnews", "real"), ("noisyagnews", "none"),
+                                                         ("sst2", "asym40"), ("sst2", "none")}
+    for d in ("noisyagnews", "sst2"):
+        assert len({(c.train_rows, c.test_rows, c.training) for c in b.cells if c.dataset == d}) == 1
     assert get_grid("smoke").name == "smoke"
     with pytest.raises(ValueError):
         get_grid("nope")
@@ -429,3 +435,38 @@ def test_a_cell_reruns_from_nothing_when_fresh_or_after_its_weights_were_pruned(
     (work / PRUNED).touch()
     start_work(work, fresh=False)
     assert not work.exists()  # finished and pruned: its pieces lack weights, so from nothing
+
+
+def test_against_baselines_states_the_clear_margin_verdict_detection_and_headroom():
+    def rec(setting, seed, method, last, f1=None, changed=None):
+        r = {"kind": "quality", "status": "ok", "dataset": "d", "setting": setting, "seed": seed,
+             "method": method, "test_accuracy_rounds": [last], "test_rows": 200}
+        if f1 is not None:
+            r["detection"] = {"f1": f1}
+        if changed is not None:
+            r["correction"] = {"f1": changed}
+        return r
+
+    recs = [rec("sym40", 0, "noiseal-knn", 0.90, f1=0.80, changed=0.93), rec("sym40", 1, "noiseal-knn", 0.92, f1=0.82, changed=0.95),
+            rec("sym40", 0, "base", 0.85), rec("sym40", 1, "base", 0.86),
+            rec("sym40", 0, "cleanlab", 0.91, f1=0.90), rec("sym40", 1, "cleanlab", 0.90, f1=0.92),
+            rec("sym40", 0, "clean", 0.95), rec("sym40", 1, "clean", 0.93)]
+    lines = report.against_baselines(report.margins(recs))
+    assert len(lines) == 1
+    line = lines[0]
+    # base: +5 and +6 points, ahead in both seeds, mean far above its spread: clear.
+    assert "vs base 5.5 ± 0.7 points (seed 0: +5.0; seed 1: +6.0), ahead in 2 of 2 seeds: **clear margin**" in line
+    # cleanlab: -1 and +2 points, behind in one seed: not clear.
+    assert "vs cleanlab 0.5 ± 2.1 points (seed 0: -1.0; seed 1: +2.0), ahead in 1 of 2 seeds: **no clear margin**" in line
+    assert "cleanlab 0.910: NoiseAL's changed F1 beats it." in line
+    # clean - cleanlab per seed: 4 and 3 points.
+    assert "clean upper bound is 3.5 ± 0.7 points above cleanlab here (seed 0: 4.0; seed 1: 3.0)" in line
+    md = report.margins_markdown(recs)
+    assert line in md and "one test-accuracy point is 2 of 200 test rows (d)" not in md  # the note is the page's
+    # Ahead in every seed but by less than the seeds' spread: not clear; one seed alone never is.
+    assert not report.clear_margin({"d_last": (0.01, 0.02), "ahead_last": 2, "paired_last": 2})
+    assert report.clear_margin({"d_last": (0.03, 0.02), "ahead_last": 2, "paired_last": 2})
+    assert not report.clear_margin({"d_last": (0.30, None), "ahead_last": 1, "paired_last": 1})
+    # Without confident learning there is no verdict to give.
+    assert report.against_baselines(report.margins([r for r in recs if r["method"] != "cleanlab"])) == []
+    assert report.test_point_note(recs) == "one test-accuracy point is 2 of 200 test rows (d)"
