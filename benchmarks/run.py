@@ -116,10 +116,9 @@ def start_work(work: Path, *, fresh: bool) -> Path:
 
 def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
                 keep_models: bool = False) -> list[dict]:
-    from benchmarks.grid import prepare_data
-    from benchmarks.methods import run_method
     from benchmarks.report import read_record
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.data.io import hold_run_dir
+    from noiseal_ray.errors import OutputError
 
     rec_dir = out / "records"
     rec_dir.mkdir(parents=True, exist_ok=True)
@@ -134,34 +133,59 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
                 print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: cached record", flush=True)
                 records.append(rec)
                 continue
-        print(f"[{i + 1}/{len(grid.cells)}] {cell.key} ...", flush=True)
-        meta = prepare_data(cell, data_root=data_root, work=out)
-        work = start_work(work_dir(out, key=cell.key, spec_hash=cell.spec_hash()), fresh=fresh)
-        # The work folder is named by the cell's spec hash, so a partial run found there is of the same
-        # spec: methods reuse its finished pieces (NoiseAL's stages, cleanlab's fold models).
-        t0 = time.time()
-        rec = {"kind": "quality", "key": cell.key, "spec": cell.spec(), "spec_hash": cell.spec_hash(),
-               "dataset": cell.dataset, "setting": cell.setting, "seed": cell.seed, "method": cell.method,
-               "train_rows": meta["train_rows"], "test_rows": meta["test_rows"],
-               "realised_noise": meta["realised_noise"]}
+        lock = out / "locks" / cell.key
+        lock.mkdir(parents=True, exist_ok=True)
         try:
-            rec.update(run_method(cell, meta, work))
-            rec["status"] = "ok"
-        except Exception as exc:  # one failed cell must not lose the others
-            traceback.print_exc()
-            rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        rec["wall_seconds"] = time.time() - t0
-        rec["load_avg_after"] = os.getloadavg()[0]
-        atomic_write_text(path, json.dumps(rec, indent=2, default=float))
-        if rec["status"] == "ok" and not keep_models:
-            # A failed cell keeps its pieces: the rerun resumes from them.
-            print(f"    pruned {prune_work(work) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
-            (work / PRUNED).touch()
-        accs = rec.get("test_accuracy_rounds") or []
-        print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"
-              + (f", test accuracy per round {[round(a, 4) for a in accs]}" if accs else ""), flush=True)
+            with hold_run_dir(lock):
+                rec = _run_cell(cell, label=f"[{i + 1}/{len(grid.cells)}]", out=out, data_root=data_root,
+                                fresh=fresh, keep_models=keep_models, record=path)
+        except OutputError as exc:  # a second launch of the same cell must not wreck the first
+            print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: skipped, {exc}", flush=True)
+            continue
         records.append(rec)
     return records
+
+
+def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep_models: bool,
+              record: Path) -> dict:
+    """Run one cell in its work folder and write its record to ``record``; the caller holds the cell."""
+    from benchmarks.grid import prepare_data
+    from benchmarks.methods import run_method
+    from benchmarks.report import read_record
+    from noiseal_ray.data.io import atomic_write_text
+
+    if record.is_file() and not fresh:  # again, now that this process holds the cell: another may have run it
+        rec = read_record(record)
+        if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok":
+            print(f"{label} {cell.key}: cached record", flush=True)
+            return rec
+    print(f"{label} {cell.key} ...", flush=True)
+    meta = prepare_data(cell, data_root=data_root, work=out)
+    work = start_work(work_dir(out, key=cell.key, spec_hash=cell.spec_hash()), fresh=fresh)
+    # The work folder is named by the cell's spec hash, so a partial run found there is of the same
+    # spec: methods reuse its finished pieces (NoiseAL's stages, cleanlab's fold models).
+    t0 = time.time()
+    rec = {"kind": "quality", "key": cell.key, "spec": cell.spec(), "spec_hash": cell.spec_hash(),
+           "dataset": cell.dataset, "setting": cell.setting, "seed": cell.seed, "method": cell.method,
+           "train_rows": meta["train_rows"], "test_rows": meta["test_rows"],
+           "realised_noise": meta["realised_noise"]}
+    try:
+        rec.update(run_method(cell, meta, work))
+        rec["status"] = "ok"
+    except Exception as exc:  # one failed cell must not lose the others
+        traceback.print_exc()
+        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    rec["wall_seconds"] = time.time() - t0
+    rec["load_avg_after"] = os.getloadavg()[0]
+    atomic_write_text(record, json.dumps(rec, indent=2, default=float))
+    if rec["status"] == "ok" and not keep_models:
+        # A failed cell keeps its pieces: the rerun resumes from them.
+        print(f"    pruned {prune_work(work) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
+        (work / PRUNED).touch()
+    accs = rec.get("test_accuracy_rounds") or []
+    print(f"{label} {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"
+          + (f", test accuracy per round {[round(a, 4) for a in accs]}" if accs else ""), flush=True)
+    return rec
 
 
 def backfill_from_labels(out: Path) -> int:

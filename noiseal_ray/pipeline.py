@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from noiseal_ray.config import RunConfig, save_config
-from noiseal_ray.data.io import (atomic_write_text, check_run_dir_path, check_writable, parquet_rows, replace_dir,
+from noiseal_ray.data.io import (atomic_write_text, check_run_dir_path, check_writable, hold_run_dir, parquet_rows, replace_dir,
                                  sweep_debris)
 from noiseal_ray.errors import OutputError
 from noiseal_ray.partition import CODES, ThresholdState
@@ -523,6 +523,13 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
     out = Path(out)
     config.validate()
     check_writable(out)  # before any work: an unwritable --out fails in milliseconds
+    # Two runs in one folder would sweep each other's temp files and interleave manifest writes.
+    with hold_run_dir(out):
+        return _run_locked(config=config, out=out, progress=progress, fit_fn=fit_fn)
+
+
+def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Callable) -> dict:
+    """``run_pipeline`` once this process holds ``out`` (``hold_run_dir``)."""
     _check_resume(out, config)
     # A killed earlier run may have left temp files/dirs; none is ever read, so they just go.
     swept = sweep_debris(out, skip=("checkpoints",))

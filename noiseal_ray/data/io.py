@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -376,6 +379,40 @@ def sweep_debris(root: str | Path, *, skip: Sequence[str] = ()) -> list[Path]:
                 (here / name).unlink(missing_ok=True)
                 gone.append(here / name)
     return gone
+
+
+RUN_LOCK = ".noiseal.lock"  # held (OS file lock) by the process running in a folder
+RUN_LOCK_OWNER = ".noiseal.lock.owner"  # who holds it, for the message a second process gets
+
+
+@contextmanager
+def hold_run_dir(path: str | Path) -> Iterator[None]:
+    """Hold ``path`` (an existing directory) for this process while the block runs.
+
+    Raises OutputError at once, naming the holder's pid, host and start time, when another process
+    holds it: two runs in one folder would sweep each other's temp files (``sweep_debris``) and
+    interleave their manifest writes. The lock is the kernel's (``filelock``: flock), so it goes
+    with its process, even one killed by SIGKILL: a killed run never leaves a stale lock behind.
+    """
+    from filelock import FileLock, Timeout
+
+    p = Path(path)
+    lock = FileLock(str(p / RUN_LOCK), timeout=0, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = (p / RUN_LOCK_OWNER).read_text().strip()
+        except OSError:
+            holder = "unknown"
+        raise OutputError(f"{p} is in use by another noiseal-ray process ({holder}); wait for it to finish, "
+                          "or use another output folder") from None
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        atomic_write_text(p / RUN_LOCK_OWNER, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
+        yield
+    finally:
+        lock.release()
 
 
 def check_writable(path: str | Path) -> None:

@@ -470,3 +470,27 @@ def test_against_baselines_states_the_clear_margin_verdict_detection_and_headroo
     # Without confident learning there is no verdict to give.
     assert report.against_baselines(report.margins([r for r in recs if r["method"] != "cleanlab"])) == []
     assert report.test_point_note(recs) == "one test-accuracy point is 2 of 200 test rows (d)"
+
+
+def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, capsys):
+    import subprocess
+
+    from benchmarks.grid import Grid
+    from benchmarks.run import run_quality
+
+    cell = smoke().cells[0]
+    held = tmp_path / "locks" / cell.key
+    held.mkdir(parents=True)
+    code = ("import sys, time; from noiseal_ray.data.io import hold_run_dir\n"
+            "with hold_run_dir(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        got = run_quality(Grid("g", (cell,), None, ""), out=tmp_path, data_root=tmp_path / "no-data", fresh=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert got == []
+    said = capsys.readouterr().out
+    assert f"{cell.key}: skipped, " in said and "in use by another noiseal-ray process" in said
+    assert not (tmp_path / "records" / f"{cell.key}.json").exists() and not (tmp_path / "work").exists()

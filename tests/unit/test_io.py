@@ -114,3 +114,51 @@ def test_sweep_debris_removes_only_what_killed_writes_leave(tmp_path):
         assert not (tmp_path.joinpath(*parts[:top + 1])).exists(), rel  # the whole temp dir went
     assert len(gone) == 6
     assert sweep_debris(tmp_path / "missing") == []
+
+
+def _holder(folder):
+    """Another process holding ``folder`` as its run directory, until killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from noiseal_ray.data.io import hold_run_dir\n"
+            "with hold_run_dir(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_a_held_run_dir_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    from noiseal_ray.data.io import hold_run_dir
+    from noiseal_ray.errors import OutputError
+
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(OutputError, match=rf"{tmp_path} is in use by another noiseal-ray process \(pid {proc.pid} on "):
+            with hold_run_dir(tmp_path):
+                pass
+    finally:
+        proc.kill()  # SIGKILL: no cleanup code runs in the holder
+        proc.wait()
+    with hold_run_dir(tmp_path):  # the kernel released the lock with its process
+        with pytest.raises(OutputError, match=rf"\(pid {__import__('os').getpid()} on "):
+            with hold_run_dir(tmp_path):  # one run per folder, even within one process
+                pass
+
+
+def test_run_refuses_an_out_folder_another_run_is_using_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+    from noiseal_ray.errors import OutputError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    proc = _holder(out)
+    try:
+        with pytest.raises(OutputError, match="is in use by another noiseal-ray process"):
+            CliRunner().invoke(cli.app, ["run", "--out", str(out), "--rounds", "1"], catch_exceptions=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(p.name for p in out.iterdir()) == [".noiseal.lock", ".noiseal.lock.owner"]  # nothing of a run
