@@ -270,6 +270,31 @@ def against_baselines(rows: Sequence[dict]) -> list[str]:
     return out
 
 
+def training_facts(records: Iterable[dict], *, dataset: str, setting: str, method: str) -> str | None:
+    """What the epochs after the warm-up fit did to test accuracy, for ``method`` at ``setting`` and
+    for base (same setting) and clean (its "none" runs) on the same seeds: the mean change, in points,
+    from the first fit (after the warm-up epochs) to the last round. None without two fits to compare."""
+    ok = [r for r in records if r.get("kind") == "quality" and r.get("status") == "ok" and r.get("dataset") == dataset
+          and len(r.get("test_accuracy_rounds") or []) >= 2]
+    ours = {r["seed"]: r for r in ok if r["setting"] == setting and r["method"] == method}
+    if not ours:
+        return None
+
+    def gain(rs: list[dict]) -> str:
+        mean, sd, n = mean_sd([r["test_accuracy_rounds"][-1] - r["test_accuracy_rounds"][0] for r in rs])
+        return f"{_signed(100.0 * mean)}" + (f" ± {100.0 * sd:.1f}" if sd is not None else "")
+
+    parts = [f"{method} {gain(list(ours.values()))}"]
+    for name, at in (("base", setting), ("clean", "none")):
+        theirs = [r for r in ok if r["setting"] == at and r["method"] == name and r["seed"] in ours]
+        if theirs:
+            fewer = len(theirs) < len(ours)
+            parts.append(f"{name} {gain(theirs)}"
+                         + (f" (seed {','.join(str(r['seed']) for r in sorted(theirs, key=lambda r: r['seed']))} only)" if fewer else ""))
+    return (f"What training did (seeds {','.join(map(str, sorted(ours)))}): test accuracy from the warm-up fit to the "
+            f"last round, in points: {', '.join(parts)}.")
+
+
 def test_point_note(records: Iterable[dict]) -> str:
     """What one test-accuracy point is in test rows, per dataset, from the records' test sizes."""
     sizes: dict[str, set[int]] = {}
@@ -328,6 +353,9 @@ def margins_markdown(records: Iterable[dict]) -> str:
                                     compare=[k[1] for k, ok in within.items() if ok and k[0] == m["dataset"] and k[2] == m["method"]])
                 if facts:
                     out.append(f"  {facts}")
+                trained = training_facts(records, dataset=m["dataset"], setting=m["setting"], method=m["method"])
+                if trained:
+                    out.append(f"  {trained}")
     return "\n".join(out)
 
 

@@ -494,3 +494,18 @@ def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, ca
     said = capsys.readouterr().out
     assert f"{cell.key}: skipped, " in said and "in use by another noiseal-ray process" in said
     assert not (tmp_path / "records" / f"{cell.key}.json").exists() and not (tmp_path / "work").exists()
+
+
+def test_training_facts_compare_what_the_epochs_after_warm_up_did():
+    def rec(setting, seed, method, accs):
+        return {"kind": "quality", "status": "ok", "dataset": "d", "setting": setting, "seed": seed,
+                "method": method, "test_accuracy_rounds": accs}
+
+    recs = [rec("asym20", 0, "noiseal-knn", [0.95, 0.94, 0.945]), rec("asym20", 1, "noiseal-knn", [0.92, 0.91, 0.918]),
+            rec("asym20", 1, "base", [0.93, 0.95, 0.952]),
+            rec("none", 0, "clean", [0.956, 0.962]), rec("none", 1, "clean", [0.96, 0.972]),
+            rec("none", 2, "clean", [0.5, 0.9])]  # a seed NoiseAL did not run: left out
+    line = report.training_facts(recs, dataset="d", setting="asym20", method="noiseal-knn")
+    assert line == ("What training did (seeds 0,1): test accuracy from the warm-up fit to the last round, in points: "
+                    "noiseal-knn -0.4 ± 0.2, base +2.2 (seed 1 only), clean +0.9 ± 0.4.")
+    assert report.training_facts(recs, dataset="d", setting="sym40", method="noiseal-knn") is None
