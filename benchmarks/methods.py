@@ -223,6 +223,7 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
                                                              "given_accuracy", "annotator_accuracy")}
     rec["correction"] = correction_detection(work / "run" / "labels.parquet")
     rec["anatomy"] = labels_anatomy(work / "run" / "labels.parquet")
+    rec["separability"] = labels_separability(work / "run" / "labels.parquet")
     return rec
 
 
@@ -287,6 +288,39 @@ def labels_anatomy(labels: Path) -> dict:
     partition = np.array(pq.read_table(labels, columns=["partition"]).column("partition").to_pylist(), dtype=object)
     return wrong_label_anatomy(partition=partition, given=ids["given_label"], clean=ids["clean_label"],
                                annotator=ids["llm_label"], pred=ids["pred_label"])
+
+
+def broken_vs_fixed(*, partition: np.ndarray, given: np.ndarray, clean: np.ndarray, annotator: np.ndarray,
+                    p_given: np.ndarray, vote_share: np.ndarray) -> dict:
+    """Whether anything a run knows tells the right labels its annotator breaks from the wrong ones it
+    fixes. Over P rows with a clean label and an annotator answer: ``broken`` = right given label,
+    answer differs; ``fixed`` = wrong given label, answer is the true one. For each group: ``n`` and
+    the medians of ``p_given`` (the strong model's probability of the given label) and
+    ``vote_share`` (the annotator's confidence: exp of its log-probability). Arrays (n,); labels int,
+    -1 = none; ``partition`` holds "R"/"P"/"H". Medians are None for an empty group."""
+    part, given, clean, ann, pg, vs = (np.asarray(a) for a in (partition, given, clean, annotator, p_given, vote_share))
+    asked = (part == "P") & (clean >= 0) & (ann >= 0)
+    groups = {"broken": asked & (given == clean) & (ann != given), "fixed": asked & (given != clean) & (ann == clean)}
+
+    def median(x: np.ndarray) -> float | None:
+        x = x[np.isfinite(x)]
+        return float(np.median(x)) if len(x) else None
+
+    return {g: {"n": int(m.sum()), "p_given": median(pg[m].astype(float)), "vote_share": median(vs[m].astype(float))}
+            for g, m in groups.items()}
+
+
+def labels_separability(labels: Path) -> dict:
+    """``broken_vs_fixed`` of a run's ``labels.parquet``."""
+    import pyarrow.parquet as pq
+
+    ids = _label_ids(labels, ["given_label", "clean_label", "llm_label"])
+    t = pq.read_table(labels, columns=["partition", "p_strong", "llm_logprob"]).to_pydict()
+    logp = np.array([np.nan if x is None else x for x in t["llm_logprob"]], dtype=float)
+    return broken_vs_fixed(partition=np.array(t["partition"], dtype=object), given=ids["given_label"],
+                           clean=ids["clean_label"], annotator=ids["llm_label"],
+                           p_given=np.array([np.nan if x is None else x for x in t["p_strong"]], dtype=float),
+                           vote_share=np.exp(logp))
 
 
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:

@@ -462,6 +462,26 @@ def anatomy_markdown(records: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+def separability_markdown(records: Sequence[dict]) -> str:
+    """Per NoiseAL run (record ``separability``, from ``benchmarks.methods.broken_vs_fixed``): in P, the
+    right labels the annotator changed against the wrong ones it fixed, by the two numbers a run has
+    to tell them apart -- the strong model's probability of the given label and the annotator's vote
+    share (medians)."""
+    out = ["| run | right labels changed (n) | their p(given), median | their vote share, median | wrong labels fixed (n) "
+           "| their p(given), median | their vote share, median |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", ""))):
+        sep = r.get("separability")
+        if r.get("kind") != "quality" or r.get("status") != "ok" or not sep:
+            continue
+        b, f = sep.get("broken", {}), sep.get("fixed", {})
+        out.append("| " + " | ".join([r["key"], str(b.get("n", "-")), fmt(b.get("p_given"), None, decimals=3),
+                                      fmt(b.get("vote_share"), None, decimals=2), str(f.get("n", "-")),
+                                      fmt(f.get("p_given"), None, decimals=3), fmt(f.get("vote_share"), None, decimals=2)])
+                   + " |")
+    return "\n".join(out)
+
+
 def stages_markdown(rows: Sequence[dict]) -> str:
     names = sorted({k for r in rows for k in r["stage_seconds"]})
     head = ["dataset", "noise", "method", "train rows used"] + [f"{n} (s)" for n in names] + ["wall (s)", "1-min load avg at end"]
@@ -615,6 +635,14 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               "how often its answer is the strong model's own prediction (the kNN annotator votes in the strong "
               "model's embedding space, so it is not an independent opinion).", "",
               anatomy_markdown(quality), "",
+              "### The right labels NoiseAL changes look like the wrong ones it fixes (P, each run)", "",
+              "Of P's rows, the right given labels the annotator changed (each one a label broken) and the wrong "
+              "ones it set right, by the only two numbers the run has to tell them apart: the strong model's "
+              "probability of the given label (`p_strong`, what the partition uses) and the annotator's confidence "
+              "(the kNN vote share of its answer; exp of `llm_logprob`). Medians; from each run's labels.parquet. "
+              "Where both groups sit at the same values, no threshold on either can keep the right labels "
+              "without giving up the fixes.", "",
+              separability_markdown(quality), "",
               "### Wall time per stage (mean over seeds)", "", stages_markdown(rows), ""]
     reused = [r for r in quality if r.get("status") == "ok" and r.get("cv_folds_reused")]
     if reused:

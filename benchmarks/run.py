@@ -192,11 +192,11 @@ def backfill_from_labels(out: Path) -> int:
     """Add what later versions compute from a run's labels.parquet -- ``correction`` (label-change
     detection) and ``anatomy`` (where the wrong labels end) -- to NoiseAL records made before
     they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
-    from benchmarks.methods import correction_detection, labels_anatomy
+    from benchmarks.methods import correction_detection, labels_anatomy, labels_separability
     from benchmarks.report import read_record
     from noiseal_ray.data.io import atomic_write_text
 
-    derived = {"correction": correction_detection, "anatomy": labels_anatomy}
+    derived = {"correction": correction_detection, "anatomy": labels_anatomy, "separability": labels_separability}
     done = 0
     for path in sorted((out / "records").glob("*.json")):
         rec = read_record(path)
