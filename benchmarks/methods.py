@@ -291,14 +291,15 @@ def labels_anatomy(labels: Path) -> dict:
 
 
 def broken_vs_fixed(*, partition: np.ndarray, given: np.ndarray, clean: np.ndarray, annotator: np.ndarray,
-                    p_given: np.ndarray, vote_share: np.ndarray) -> dict:
+                    p_given: np.ndarray, p_given_weak: np.ndarray, vote_share: np.ndarray) -> dict:
     """Whether anything a run knows tells the right labels its annotator breaks from the wrong ones it
     fixes. Over P rows with a clean label and an annotator answer: ``broken`` = right given label,
     answer differs; ``fixed`` = wrong given label, answer is the true one. For each group: ``n`` and
-    the medians of ``p_given`` (the strong model's probability of the given label) and
-    ``vote_share`` (the annotator's confidence: exp of its log-probability). Arrays (n,); labels int,
+    the medians of ``p_given`` and ``p_given_weak`` (the strong and the weak model's probability of
+    the given label) and ``vote_share`` (the annotator's confidence: exp of its log-probability). Arrays (n,); labels int,
     -1 = none; ``partition`` holds "R"/"P"/"H". Medians are None for an empty group."""
-    part, given, clean, ann, pg, vs = (np.asarray(a) for a in (partition, given, clean, annotator, p_given, vote_share))
+    part, given, clean, ann, pg, pw, vs = (np.asarray(a) for a in (partition, given, clean, annotator, p_given,
+                                                                     p_given_weak, vote_share))
     asked = (part == "P") & (clean >= 0) & (ann >= 0)
     groups = {"broken": asked & (given == clean) & (ann != given), "fixed": asked & (given != clean) & (ann == clean)}
 
@@ -306,8 +307,8 @@ def broken_vs_fixed(*, partition: np.ndarray, given: np.ndarray, clean: np.ndarr
         x = x[np.isfinite(x)]
         return float(np.median(x)) if len(x) else None
 
-    return {g: {"n": int(m.sum()), "p_given": median(pg[m].astype(float)), "vote_share": median(vs[m].astype(float))}
-            for g, m in groups.items()}
+    return {g: {"n": int(m.sum()), "p_given": median(pg[m].astype(float)), "p_given_weak": median(pw[m].astype(float)),
+                "vote_share": median(vs[m].astype(float))} for g, m in groups.items()}
 
 
 def labels_separability(labels: Path) -> dict:
@@ -315,12 +316,14 @@ def labels_separability(labels: Path) -> dict:
     import pyarrow.parquet as pq
 
     ids = _label_ids(labels, ["given_label", "clean_label", "llm_label"])
-    t = pq.read_table(labels, columns=["partition", "p_strong", "llm_logprob"]).to_pydict()
-    logp = np.array([np.nan if x is None else x for x in t["llm_logprob"]], dtype=float)
+    t = pq.read_table(labels, columns=["partition", "p_strong", "p_weak", "llm_logprob"]).to_pydict()
+
+    def floats(col: str) -> np.ndarray:
+        return np.array([np.nan if x is None else x for x in t[col]], dtype=float)
+
     return broken_vs_fixed(partition=np.array(t["partition"], dtype=object), given=ids["given_label"],
-                           clean=ids["clean_label"], annotator=ids["llm_label"],
-                           p_given=np.array([np.nan if x is None else x for x in t["p_strong"]], dtype=float),
-                           vote_share=np.exp(logp))
+                           clean=ids["clean_label"], annotator=ids["llm_label"], p_given=floats("p_strong"),
+                           p_given_weak=floats("p_weak"), vote_share=np.exp(floats("llm_logprob")))
 
 
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:

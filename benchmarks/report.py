@@ -464,21 +464,22 @@ def anatomy_markdown(records: Sequence[dict]) -> str:
 
 def separability_markdown(records: Sequence[dict]) -> str:
     """Per NoiseAL run (record ``separability``, from ``benchmarks.methods.broken_vs_fixed``): in P, the
-    right labels the annotator changed against the wrong ones it fixed, by the two numbers a run has
-    to tell them apart -- the strong model's probability of the given label and the annotator's vote
-    share (medians)."""
-    out = ["| run | right labels changed (n) | their p(given), median | their vote share, median | wrong labels fixed (n) "
-           "| their p(given), median | their vote share, median |",
+    right labels the annotator changed against the wrong ones it fixed, by the numbers a run has to
+    tell them apart -- the strong and the weak model's probability of the given label and the
+    annotator's vote share (medians)."""
+    out = ["| run | right labels changed (n) | p(given): strong / weak model | vote share | wrong labels fixed (n) "
+           "| p(given): strong / weak model | vote share |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", ""))):
         sep = r.get("separability")
         if r.get("kind") != "quality" or r.get("status") != "ok" or not sep:
             continue
         b, f = sep.get("broken", {}), sep.get("fixed", {})
-        out.append("| " + " | ".join([r["key"], str(b.get("n", "-")), fmt(b.get("p_given"), None, decimals=3),
-                                      fmt(b.get("vote_share"), None, decimals=2), str(f.get("n", "-")),
-                                      fmt(f.get("p_given"), None, decimals=3), fmt(f.get("vote_share"), None, decimals=2)])
-                   + " |")
+        def both(g: dict) -> str:
+            return f"{fmt(g.get('p_given'), None)} / {fmt(g.get('p_given_weak'), None)}"
+
+        out.append("| " + " | ".join([r["key"], str(b.get("n", "-")), both(b), fmt(b.get("vote_share"), None, decimals=2),
+                                      str(f.get("n", "-")), both(f), fmt(f.get("vote_share"), None, decimals=2)]) + " |")
     return "\n".join(out)
 
 
@@ -637,11 +638,11 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               anatomy_markdown(quality), "",
               "### The right labels NoiseAL changes look like the wrong ones it fixes (P, each run)", "",
               "Of P's rows, the right given labels the annotator changed (each one a label broken) and the wrong "
-              "ones it set right, by the only two numbers the run has to tell them apart: the strong model's "
-              "probability of the given label (`p_strong`, what the partition uses) and the annotator's confidence "
-              "(the kNN vote share of its answer; exp of `llm_logprob`). Medians; from each run's labels.parquet. "
-              "Where both groups sit at the same values, no threshold on either can keep the right labels "
-              "without giving up the fixes.", "",
+              "ones it set right, by the numbers the run has to tell them apart: the strong and the weak model's "
+              "probability of the given label (`p_strong`, `p_weak`: what the partition uses) and the annotator's "
+              "confidence (the kNN vote share of its answer; exp of `llm_logprob`). Medians; from each run's "
+              "labels.parquet. Where both groups sit at the same values, no threshold on them can keep the right "
+              "labels without giving up the fixes.", "",
               separability_markdown(quality), "",
               "### Wall time per stage (mean over seeds)", "", stages_markdown(rows), ""]
     reused = [r for r in quality if r.get("status") == "ok" and r.get("cv_folds_reused")]

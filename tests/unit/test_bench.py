@@ -311,6 +311,7 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
                              "llm_label": ["b", "c", None, "c", None, None],
                              "pred_label": ["b", "b", "b", "c", "c", "c"],
                              "p_strong": [0.01, 0.02, 0.9, 0.03, 0.8, 0.5],
+                             "p_weak": [0.1, 0.2, 0.9, 0.3, 0.8, 0.5],
                              "llm_logprob": [0.0, -0.1, None, -0.2, None, None]}), run / "labels.parquet" / "part-0.parquet")
     d = correction_detection(run / "labels.parquet")
     assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
@@ -325,8 +326,9 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     assert filled["correction"] == pytest.approx(d)
     assert filled["anatomy"] == labels_anatomy(run / "labels.parquet")
     # Row 3 is the right label changed; row 0 the wrong one fixed (row 1's answer is wrong too).
-    assert filled["separability"]["broken"] == {"n": 1, "p_given": 0.03, "vote_share": pytest.approx(np.exp(-0.2))}
-    assert filled["separability"]["fixed"] == {"n": 1, "p_given": 0.01, "vote_share": 1.0}
+    assert filled["separability"]["broken"] == {"n": 1, "p_given": 0.03, "p_given_weak": 0.3,
+                                                "vote_share": pytest.approx(np.exp(-0.2))}
+    assert filled["separability"]["fixed"] == {"n": 1, "p_given": 0.01, "p_given_weak": 0.1, "vote_share": 1.0}
     assert "correction" not in json.loads((tmp_path / "records" / "b.json").read_text())
     assert backfill_from_labels(tmp_path) == 0  # already there: nothing recomputed
 
@@ -525,13 +527,17 @@ def test_broken_vs_fixed_compares_the_right_labels_changed_with_the_wrong_ones_f
     clean = np.array([0, 1, 0, 0, 0, 1, -1])  # last row: no clean label, ignored
     ann = np.array([1, 2, 0, 0, -1, 1, 0])  # row 4: no answer, ignored; row 5 in R, ignored
     p_given = np.array([0.1, 0.3, 0.02, 0.04, 0.9, 0.5, 0.5])
+    weak = np.array([0.2, 0.4, 0.1, 0.3, 0.9, 0.5, 0.5])
     share = np.array([0.8, 1.0, 1.0, nan, nan, 1.0, 1.0])
-    got = broken_vs_fixed(partition=part, given=given, clean=clean, annotator=ann, p_given=p_given, vote_share=share)
+    got = broken_vs_fixed(partition=part, given=given, clean=clean, annotator=ann, p_given=p_given, p_given_weak=weak,
+                          vote_share=share)
     # Rows 0 and 1: right labels changed. Rows 2 and 3: wrong labels set to the truth.
-    assert got["broken"] == {"n": 2, "p_given": pytest.approx(0.2), "vote_share": pytest.approx(0.9)}
-    assert got["fixed"] == {"n": 2, "p_given": pytest.approx(0.03), "vote_share": pytest.approx(1.0)}
+    assert got["broken"] == {"n": 2, "p_given": pytest.approx(0.2), "p_given_weak": pytest.approx(0.3),
+                             "vote_share": pytest.approx(0.9)}
+    assert got["fixed"] == {"n": 2, "p_given": pytest.approx(0.03), "p_given_weak": pytest.approx(0.2),
+                            "vote_share": pytest.approx(1.0)}
     none = broken_vs_fixed(partition=part[:0], given=given[:0], clean=clean[:0], annotator=ann[:0],
-                           p_given=p_given[:0], vote_share=share[:0])
-    assert none["broken"] == {"n": 0, "p_given": None, "vote_share": None}
+                           p_given=p_given[:0], p_given_weak=weak[:0], vote_share=share[:0])
+    assert none["broken"] == {"n": 0, "p_given": None, "p_given_weak": None, "vote_share": None}
     md = report.separability_markdown([{"kind": "quality", "status": "ok", "key": "k", "setting": "s", "separability": got}])
-    assert "| k | 2 | 0.200 | 0.90 | 2 | 0.030 | 1.00 |" in md
+    assert "| k | 2 | 0.200 / 0.300 | 0.90 | 2 | 0.030 / 0.200 | 1.00 |" in md
