@@ -530,6 +530,8 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
 
 def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Callable) -> dict:
     """``run_pipeline`` once this process holds ``out`` (``hold_run_dir``)."""
+    from noiseal_ray import train as train_mod
+
     _check_resume(out, config)
     # A killed earlier run may have left temp files/dirs; none is ever read, so they just go.
     swept = sweep_debris(out, skip=("checkpoints",))
