@@ -326,10 +326,65 @@ def labels_separability(labels: Path) -> dict:
                            p_given_weak=floats("p_weak"), vote_share=np.exp(floats("llm_logprob")))
 
 
+REFIT = "-refit"  # method suffix: plain fine-tuning on the final labels of the NoiseAL cell named before it
+
+
+def refit_source(cell: Cell, work: Path) -> Path:
+    """labels.parquet of the NoiseAL cell a ``*-refit`` cell retrains on: same data, seed and budget,
+    method without the suffix, in the work folder beside ``work`` (the runner names work folders
+    ``<key>-<spec hash>``)."""
+    from dataclasses import replace
+
+    src = replace(cell, method=cell.method[: -len(REFIT)])
+    return work.parent / f"{src.key}-{src.spec_hash()}" / "run" / "labels.parquet"
+
+
+def refit_labels(source: Path, *, ids: list[str], names: list[str]) -> np.ndarray:
+    """The final labels of ``source`` (a run's labels.parquet) as ids into ``names``, in the order of
+    ``ids`` (the training rows): (n,) int64. Raises ValueError unless it holds exactly these rows."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(source, columns=["id", "final_label"]).to_pydict()
+    final = dict(zip(t["id"], t["final_label"]))
+    if len(t["id"]) != len(ids) or set(final) != set(ids):
+        raise ValueError(f"{source} holds {len(t['id'])} rows, the training data {len(ids)}: not the same rows")
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({v for v in final.values() if v not in index})
+    if unknown:
+        raise ValueError(f"{source}: final labels {unknown[:5]} are not in the training label set")
+    return np.array([index[final[i]] for i in ids], dtype=np.int64)
+
+
+def run_refit(cell: Cell, meta: dict, work: Path) -> dict:
+    """Fine-tune a fresh model, on the base schedule, on the final labels of the NoiseAL cell this one
+    names (``refit_source``): whether NoiseAL's labels make a better classifier than the one NoiseAL
+    trains through its per-subset losses. Costs the base schedule on top of the NoiseAL run."""
+    import shutil
+
+    source = refit_source(cell, work)
+    if not source.exists():
+        raise FileNotFoundError(f"{cell.key} retrains on {source}, which does not exist: run the cell "
+                                f"{cell.key[: -len(REFIT)]} first (it comes before this one in the grid)")
+    for p in work.glob("*"):  # never resume a half-finished schedule, as run_finetune
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    corpus, test = _load(meta)
+    labels = refit_labels(source, ids=corpus.ids.to_pylist(), names=corpus.label_names)
+    stages: dict[str, float] = {}
+    accs = finetune(cell, texts=corpus.texts.to_pylist(), labels=labels, names=corpus.label_names, test=test,
+                    work=work, stages=stages)
+    rec = {"test_accuracy_rounds": accs, "stage_seconds": stages, "train_rows_used": len(labels),
+           "refit_from": source.parent.parent.name}
+    if corpus.clean is not None:
+        rec["refit_label_accuracy"] = float((labels == corpus.clean).mean())
+    return rec
+
+
 def run_method(cell: Cell, meta: dict, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if cell.method in ("base", "clean"):
         return run_finetune(cell, meta, work, which=cell.method)
+    if cell.method.endswith(REFIT):
+        return run_refit(cell, meta, work)
     if cell.method == "cleanlab":
         return run_cleanlab(cell, meta, work)
     if cell.method.startswith("noiseal-"):

@@ -31,7 +31,7 @@ QUALITY_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
 )
 NOTES = """\
 - The `full` grid (`noiseal-ray bench --grid full`, written to `benchmarks/RESULTS-full.md`) is defined in
-  `benchmarks/grid.py` -- every dataset and noise setting of the issue, three seeds, all six methods, the
+  `benchmarks/grid.py` -- every dataset and noise setting of the issue, three seeds, every method, the
   method's default schedule -- but has not been run: on a 2-core CPU machine it needs days. It is meant for a
   GPU cluster or a long unattended run (the bench runner starts its own local Ray; joining a cluster is not wired in yet); it
   resumes from its records after an interruption.
@@ -55,7 +55,7 @@ NOTES = """\
 - Records are reused when their cell specification is unchanged; `--fresh` reruns everything. Cells can run
   in parallel processes sharing `--out` (`python -m benchmarks.run --cells KEY[,KEY]`).
 """
-METHOD_ORDER = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-llm")
+METHOD_ORDER = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-knn-refit", "noiseal-llm")
 
 
 def read_record(path: Path) -> dict:
@@ -614,7 +614,8 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
               "Test accuracy of the strong model on the dataset's clean test split after each fit; "
               "\"best\" = best of the warm-up fit and every round, \"last\" = after the last round. Every method "
               "trains the same number of epochs on the same encoder (cleanlab additionally trains its K fold "
-              "models). Detection: a sample counts as flagged when it is in P or H (NoiseAL) or when "
+              "models; noiseal-knn-refit is base's schedule, from a fresh encoder, on the final labels of the same "
+              "seed's noiseal-knn run, so it costs that run and a base run). Detection: a sample counts as flagged when it is in P or H (NoiseAL) or when "
               "cleanlab marks it as a label issue; \"changed\" P/R/F1 scores NoiseAL's label changes (final label != "
               "given label) as the detector instead: P+H also counts the hard samples H, which NoiseAL does not call "
               "wrong, while a change is what the user gets (cleanlab changes no label: it drops its flagged set); \"fixed\" = fraction of wrong given labels whose final "

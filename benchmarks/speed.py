@@ -129,13 +129,6 @@ def _tiny_encoder(out: Path) -> Path:
 
 
 def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
-    import pyarrow as pa
-
-    from benchmarks.methods import RecordingProgress
-    from noiseal_ray.config import make_config
-    from noiseal_ray.corrupt import corrupt_file
-    from noiseal_ray.pipeline import run_pipeline
-
     enc = _tiny_encoder(work / "tiny-encoder")
     meas = []
     failed = []

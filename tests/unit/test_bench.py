@@ -541,3 +541,32 @@ def test_broken_vs_fixed_compares_the_right_labels_changed_with_the_wrong_ones_f
     assert none["broken"] == {"n": 0, "p_given": None, "p_given_weak": None, "vote_share": None}
     md = report.separability_markdown([{"kind": "quality", "status": "ok", "key": "k", "setting": "s", "separability": got}])
     assert "| k | 2 | 0.200 / 0.300 | 0.90 | 2 | 0.030 / 0.200 | 1.00 |" in md
+
+
+def test_refit_retrains_on_the_final_labels_of_its_noiseal_cell_row_by_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.methods import refit_labels, refit_source, run_method
+
+    cell = next(c for c in trec().cells if c.key == "trec-asym20-s1-noiseal-knn-refit")
+    src = next(c for c in trec().cells if c.key == "trec-asym20-s1-noiseal-knn")
+    # The runner's layout: work/<key>-<spec hash>; the refit reads its NoiseAL sibling's labels.
+    work = tmp_path / "work" / f"{cell.key}-{cell.spec_hash()}"
+    assert refit_source(cell, work) == tmp_path / "work" / f"{src.key}-{src.spec_hash()}" / "run" / "labels.parquet"
+    with pytest.raises(FileNotFoundError, match="run the cell trec-asym20-s1-noiseal-knn first"):
+        run_method(cell, {}, work)
+    # Rows come back in the training data's order, whatever the order in labels.parquet.
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"id": ["c", "a", "b"], "final_label": ["NUM", "HUM", "NUM"], "given_label": ["x"] * 3}), labels)
+    assert refit_labels(labels, ids=["a", "b", "c"], names=["HUM", "NUM"]).tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="holds 3 rows, the training data 2"):
+        refit_labels(labels, ids=["a", "b"], names=["HUM", "NUM"])
+    with pytest.raises(ValueError, match=r"final labels \['NUM'\] are not in the training label set"):
+        refit_labels(labels, ids=["a", "b", "c"], names=["HUM"])
+    # Every refit cell of a grid comes after the cell it retrains on.
+    for g in (trec(), full()):
+        keys = [c.key for c in g.cells]
+        for c in g.cells:
+            if c.method.endswith("-refit"):
+                assert keys.index(c.key[: -len("-refit")]) < keys.index(c.key)
