@@ -334,6 +334,7 @@ def margins_markdown(records: Iterable[dict]) -> str:
             return [-d * 100.0 <= CLEAN_GAP_POINTS for d in m["d_last_by_seed"].values()]
 
         within = {(m["dataset"], m["setting"], m["method"]): all(seed_ok(m)) for m in at20}
+        by_pair = {(m["dataset"], m["setting"], m["method"], m["versus"]): m for m in rows}
         for m in at20:
             gap = -m["d_last"][0] * 100.0
             ok = seed_ok(m)
@@ -346,8 +347,18 @@ def margins_markdown(records: Iterable[dict]) -> str:
                            f"({sum(ok)} of {len(ok)})")
             spread = f" ± {m['d_last'][1] * 100.0:.1f}" if m["d_last"][1] is not None else ""
             per_seed = "; ".join(f"seed {s}: {-d * 100.0:.1f}" for s, d in sorted(m["d_last_by_seed"].items()))
-            out.append(f"- {m['dataset']} {m['setting']}, {m['method']}: {gap:.1f}{spread} points below clean at the "
-                       f"last round ({per_seed}), {verdict}.")
+            line = (f"- {m['dataset']} {m['setting']}, {m['method']}: {gap:.1f}{spread} points below clean at the "
+                    f"last round ({per_seed}), {verdict}.")
+            vs_base = by_pair.get((m["dataset"], m["setting"], m["method"], "base"))
+            if vs_base is not None:
+                # (NoiseAL - base) - (NoiseAL - clean) = clean - base: base's gap, on each seed both pairs share.
+                base_gap = {s: vs_base["d_last_by_seed"][s] - d for s, d in m["d_last_by_seed"].items()
+                            if s in vs_base["d_last_by_seed"]}
+                if base_gap:
+                    bm, bsd, _ = mean_sd([g * 100.0 for g in base_gap.values()])
+                    line += (f" Base, plain fine-tuning on the same noisy labels, is {fmt(bm, bsd, decimals=1)} points below "
+                             "clean (" + "; ".join(f"seed {s}: {g * 100.0:.1f}" for s, g in sorted(base_gap.items())) + ").")
+            out.append(line)
             if gap > CLEAN_GAP_POINTS:
                 facts = label_facts(records, dataset=m["dataset"], setting=m["setting"], method=m["method"],
                                     compare=[k[1] for k, ok in within.items() if ok and k[0] == m["dataset"] and k[2] == m["method"]])

@@ -228,6 +228,10 @@ def test_margins_pair_seeds_and_check_the_clean_bar():
     assert ("asym20, noiseal-knn: 2.8 ± 1.1 points below clean at the last round (seed 0: 2.0; seed 1: 3.6), "
             "**within** 3 points on the mean, **not in every seed** (1 of 2).") in report.margins_markdown(mixed)
     assert "not measured" in report.margins_markdown(recs[:5])
+    # With base on the same seed, the bullet says how far plain fine-tuning is from clean too.
+    with_base = recs + [rec("sym20", 0, "base", 0.93)]
+    assert ("sym20, noiseal-knn: 5.0 points below clean at the last round (seed 0: 5.0), **NOT within** 3 points. "
+            "Base, plain fine-tuning on the same noisy labels, is 2.0 points below clean (seed 0: 2.0).") in report.margins_markdown(with_base)
 
 
 def test_margins_compare_every_noisy_setting_with_the_clean_run_of_its_seed():
