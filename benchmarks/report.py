@@ -39,7 +39,8 @@ NOTES = """\
   TREC claims: the full training split at 40% asymmetric and 40% symmetric noise (base, confident learning,
   NoiseAL-kNN) and at 20% symmetric, asymmetric and instance-dependent noise (base and NoiseAL-kNN against
   the clean upper bound, which is trained once per seed on the true labels: noise setting "none"), seeds 0
-  and 1; about 6 hours on 2 cores (26 cells of 10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
+  and 1, plus NoiseAL-kNN's final labels refit with base's schedule; about 9 hours on 2 cores ({trec_cells} cells of
+  10-20 minutes, one at a time). The `smoke` grid (`benchmarks/RESULTS-smoke.md`) checks the plumbing in minutes.
   The `real` grid (`benchmarks/RESULTS-real.md`) runs the same methods and budget on Hausa news headlines
   whose noisy labels came from keyword rules (real, not injected, noise; gold labels known). The `breadth`
   grid (`benchmarks/RESULTS-breadth.md`) does the same on NoisyAG-News (real human noise) and SST-2 (40%
@@ -673,7 +674,9 @@ def write_all(*, records: list[dict], grid, results: Path, csv_json_dir: Path, c
     lines += ["## Speed", "", speed_markdown(records, spec=grid.speed) if grid.speed is not None else
               "This grid has no speed part: speed measures the machine and the code, not the data (see the `trec` "
               "grid's RESULTS.md).", ""]
-    lines += ["## Notes", "", NOTES.format(grid=grid.name), ""]
+    from benchmarks.grid import trec
+
+    lines += ["## Notes", "", NOTES.format(grid=grid.name, trec_cells=len(trec().cells)), ""]
     extra = run_info.get("notes")
     if extra:
         lines += [extra, ""]

@@ -23,7 +23,7 @@ def _repo_root() -> Path:
 
 
 def bench(
-    grid: Annotated[str, typer.Option("--grid", help="smoke (plumbing and a first look, 1,000 rows, under 15 minutes) | trec (the headline claims, about 6 hours on 2 cores) | real (real rule-based noise, Hausa, about an hour) | breadth (NoisyAG-News real human noise and SST-2, about 70 minutes) | full (days)")] = "smoke",
+    grid: Annotated[str, typer.Option("--grid", help="smoke (plumbing and a first look, 1,000 rows, under 15 minutes) | trec (the headline claims, about 9 hours on 2 cores) | real (real rule-based noise, Hausa, about an hour) | breadth (NoisyAG-News real human noise and SST-2, about 70 minutes) | full (days)")] = "smoke",
     out: Annotated[Optional[Path], typer.Option("--out", help="Work folder for records and runs (default: benchmarks/out/GRID).")] = None,
     results: Annotated[Optional[Path], typer.Option("--results", help="Markdown to write (default: benchmarks/RESULTS.md for trec, RESULTS-GRID.md otherwise).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Datasets folder (default: REPO/../shared/data).")] = None,
