@@ -457,16 +457,19 @@ def noiseal_rounds_markdown(records: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+def _runs_with(records: Sequence[dict], key: str) -> list[tuple[dict, dict]]:
+    """(record, record[key]) of the successful quality records that hold ``key``, by setting then key."""
+    return [(r, r[key]) for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", "")))
+            if r.get("kind") == "quality" and r.get("status") == "ok" and r.get(key)]
+
+
 def anatomy_markdown(records: Sequence[dict]) -> str:
     """Where each NoiseAL run's wrong labels end (final partition) and what its annotator did in P
     (record ``anatomy``, from ``benchmarks.methods.wrong_label_anatomy``; single runs)."""
     out = ["| run | wrong labels | in R | in P | in H | R wrong (demo pool) | P right | annotator fixes P's wrong "
            "| annotator keeps P's right | annotator = strong model |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", ""))):
-        a = r.get("anatomy")
-        if r.get("kind") != "quality" or r.get("status") != "ok" or not a:
-            continue
+    for r, a in _runs_with(records, "anatomy"):
         w = a.get("wrong_in") or {}
         out.append("| " + " | ".join([r["key"], str(a.get("wrong")), *(fmt(w.get(s), None) for s in ("R", "P", "H")),
                                       *(fmt(a.get(k), None) for k in ("r_wrong", "p_right", "annotator_fixes",
@@ -482,14 +485,11 @@ def separability_markdown(records: Sequence[dict]) -> str:
     out = ["| run | right labels changed (n) | p(given): strong / weak model | vote share | wrong labels fixed (n) "
            "| p(given): strong / weak model | vote share |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(records, key=lambda r: (r.get("setting", ""), r.get("key", ""))):
-        sep = r.get("separability")
-        if r.get("kind") != "quality" or r.get("status") != "ok" or not sep:
-            continue
-        b, f = sep.get("broken", {}), sep.get("fixed", {})
-        def both(g: dict) -> str:
-            return f"{fmt(g.get('p_given'), None)} / {fmt(g.get('p_given_weak'), None)}"
+    def both(g: dict) -> str:
+        return f"{fmt(g.get('p_given'), None)} / {fmt(g.get('p_given_weak'), None)}"
 
+    for r, sep in _runs_with(records, "separability"):
+        b, f = sep.get("broken", {}), sep.get("fixed", {})
         out.append("| " + " | ".join([r["key"], str(b.get("n", "-")), both(b), fmt(b.get("vote_share"), None, decimals=2),
                                       str(f.get("n", "-")), both(f), fmt(f.get("vote_share"), None, decimals=2)]) + " |")
     return "\n".join(out)
