@@ -259,7 +259,10 @@ def prepare_data(cell: Cell, *, data_root: Path, work: Path) -> dict:
     d = work / "data" / cell.data_key
     meta_path = d / "meta.json"
     if meta_path.is_file():
-        return json.loads(meta_path.read_text())
+        # The files sit beside meta.json: resolve them from here, so a moved or renamed --out still works
+        # (meta.json keeps the absolute paths of wherever it was first written).
+        meta = json.loads(meta_path.read_text())
+        return {**meta, "train": str(d / "train.parquet"), "test": str(d / "test.parquet")}
     d.mkdir(parents=True, exist_ok=True)
 
     def subsample(table: pa.Table, n: int | None, seed: int) -> pa.Table:

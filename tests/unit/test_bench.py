@@ -295,6 +295,16 @@ def test_prepare_data_without_noise_trains_on_the_true_labels(tmp_path):
     assert (c.labels == c.clean).all() and len(c.labels) == 10
     expected = {r["text"]: r["label"] for r in rows}
     assert all(expected[t] == c.label_names[y] for t, y in zip(c.texts.to_pylist(), c.labels))
+    # The work folder moved (a grid renamed, --out copied elsewhere): its prepared data is still found.
+    (tmp_path / "w").rename(tmp_path / "moved")
+    DATASETS["tiny-test"] = type(DATASETS["trec"])("tiny-test", "d/train.jsonl", "d/test.jsonl")
+    try:
+        again = prepare_data(Cell("tiny-test", "none", 0.0, 0, "clean", 10, None), data_root=root,
+                             work=tmp_path / "moved")
+    finally:
+        del DATASETS["tiny-test"]
+    assert Path(again["train"]).is_file() and Path(again["test"]).is_file()
+    assert str(tmp_path / "moved") in again["train"] and {**again, "train": 0, "test": 0} == {**meta, "train": 0, "test": 0}
 
 
 def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp_path):
