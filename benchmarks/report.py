@@ -292,8 +292,15 @@ def training_facts(records: Iterable[dict], *, dataset: str, setting: str, metho
             fewer = len(theirs) < len(ours)
             parts.append(f"{name} {gain(theirs)}"
                          + (f" (seed {','.join(str(r['seed']) for r in sorted(theirs, key=lambda r: r['seed']))} only)" if fewer else ""))
-    return (f"What training did (seeds {','.join(map(str, sorted(ours)))}): test accuracy from the warm-up fit to the "
-            f"last round, in points: {', '.join(parts)}.")
+    seeds = sorted(ours)
+    line = (f"What training did (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}): test accuracy from the "
+            f"warm-up fit to the last round, in points: {', '.join(parts)}.")
+    label_acc = mean_sd([r.get("refit_label_accuracy") for r in ours.values()])[0]
+    given_acc = mean_sd([1.0 - r["realised_noise"] for r in ours.values() if r.get("realised_noise") is not None])[0]
+    if label_acc is not None:
+        line += (f" It trained on labels {100.0 * label_acc:.1f}% right"
+                 + (f" (the given labels, which base trains on: {100.0 * given_acc:.1f}%)." if given_acc is not None else "."))
+    return line
 
 
 def test_point_note(records: Iterable[dict]) -> str:

@@ -530,6 +530,13 @@ def test_training_facts_compare_what_the_epochs_after_warm_up_did():
     assert line == ("What training did (seeds 0,1): test accuracy from the warm-up fit to the last round, in points: "
                     "noiseal-knn -0.4 ± 0.2, base +2.2 (seed 1 only), clean +0.9 ± 0.4.")
     assert report.training_facts(recs, dataset="d", setting="sym40", method="noiseal-knn") is None
+    # A refit says how right the labels it trained on were, against the given ones base trains on.
+    refit = rec("asym20", 1, "noiseal-knn-refit", [0.944, 0.934])
+    refit.update(refit_label_accuracy=0.93, realised_noise=0.2)
+    assert report.training_facts(recs + [refit], dataset="d", setting="asym20", method="noiseal-knn-refit") == (
+        "What training did (seed 1): test accuracy from the warm-up fit to the last round, in points: "
+        "noiseal-knn-refit -1.0, base +2.2, clean +1.2. It trained on labels 93.0% right (the given labels, "
+        "which base trains on: 80.0%).")
 
 
 def test_broken_vs_fixed_compares_the_right_labels_changed_with_the_wrong_ones_fixed(tmp_path):
