@@ -221,9 +221,7 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
     if "recovery" in final:
         rec["recovery"] = {k: final["recovery"][k] for k in ("fixed", "broken", "final_accuracy",
                                                              "given_accuracy", "annotator_accuracy")}
-    rec["correction"] = correction_detection(work / "run" / "labels.parquet")
-    rec["anatomy"] = labels_anatomy(work / "run" / "labels.parquet")
-    rec["separability"] = labels_separability(work / "run" / "labels.parquet")
+    rec.update({k: f(work / "run" / "labels.parquet") for k, f in FROM_LABELS.items()})
     return rec
 
 
@@ -324,6 +322,11 @@ def labels_separability(labels: Path) -> dict:
     return broken_vs_fixed(partition=np.array(t["partition"], dtype=object), given=ids["given_label"],
                            clean=ids["clean_label"], annotator=ids["llm_label"], p_given=floats("p_strong"),
                            p_given_weak=floats("p_weak"), vote_share=np.exp(floats("llm_logprob")))
+
+
+# What a NoiseAL record holds that is computed from its run's labels.parquet (record key -> function);
+# backfill_from_labels adds the same to records made before a key existed.
+FROM_LABELS = {"correction": correction_detection, "anatomy": labels_anatomy, "separability": labels_separability}
 
 
 REFIT = "-refit"  # method suffix: plain fine-tuning on the final labels of the NoiseAL cell named before it

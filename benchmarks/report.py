@@ -492,6 +492,7 @@ def separability_markdown(records: Sequence[dict]) -> str:
     out = ["| run | right labels changed (n) | p(given): strong / weak model | vote share | wrong labels fixed (n) "
            "| p(given): strong / weak model | vote share |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
+
     def both(g: dict) -> str:
         return f"{fmt(g.get('p_given'), None)} / {fmt(g.get('p_given_weak'), None)}"
 

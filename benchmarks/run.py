@@ -114,9 +114,18 @@ def start_work(work: Path, *, fresh: bool) -> Path:
     return work
 
 
+def _cached(cell, record: Path) -> dict | None:
+    """The cell's finished record at ``record`` when it was made for the cell's current specification."""
+    from benchmarks.report import read_record
+
+    if not record.is_file():
+        return None
+    rec = read_record(record)
+    return rec if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok" else None
+
+
 def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
                 keep_models: bool = False) -> list[dict]:
-    from benchmarks.report import read_record
     from noiseal_ray.data.io import hold_run_dir
     from noiseal_ray.errors import OutputError
 
@@ -127,12 +136,11 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
         if only_keys and cell.key not in only_keys:
             continue
         path = rec_dir / f"{cell.key}.json"
-        if path.is_file() and not fresh:
-            rec = read_record(path)
-            if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok":
-                print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: cached record", flush=True)
-                records.append(rec)
-                continue
+        rec = None if fresh else _cached(cell, path)
+        if rec is not None:
+            print(f"[{i + 1}/{len(grid.cells)}] {cell.key}: cached record", flush=True)
+            records.append(rec)
+            continue
         lock = out / "locks" / cell.key
         lock.mkdir(parents=True, exist_ok=True)
         try:
@@ -151,14 +159,12 @@ def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep
     """Run one cell in its work folder and write its record to ``record``; the caller holds the cell."""
     from benchmarks.grid import prepare_data
     from benchmarks.methods import run_method
-    from benchmarks.report import read_record
     from noiseal_ray.data.io import atomic_write_text
 
-    if record.is_file() and not fresh:  # again, now that this process holds the cell: another may have run it
-        rec = read_record(record)
-        if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok":
-            print(f"{label} {cell.key}: cached record", flush=True)
-            return rec
+    rec = None if fresh else _cached(cell, record)  # again, now that this process holds the cell
+    if rec is not None:
+        print(f"{label} {cell.key}: cached record", flush=True)
+        return rec
     print(f"{label} {cell.key} ...", flush=True)
     meta = prepare_data(cell, data_root=data_root, work=out)
     work = start_work(work_dir(out, key=cell.key, spec_hash=cell.spec_hash()), fresh=fresh)
@@ -189,14 +195,13 @@ def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep
 
 
 def backfill_from_labels(out: Path) -> int:
-    """Add what later versions compute from a run's labels.parquet -- ``correction`` (label-change
-    detection) and ``anatomy`` (where the wrong labels end) -- to NoiseAL records made before
-    they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
-    from benchmarks.methods import correction_detection, labels_anatomy, labels_separability
+    """Add what later versions compute from a run's labels.parquet (``benchmarks.methods.FROM_LABELS``:
+    label-change detection, where the wrong labels end, broken vs fixed) to NoiseAL records made
+    before they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
+    from benchmarks.methods import FROM_LABELS as derived
     from benchmarks.report import read_record
     from noiseal_ray.data.io import atomic_write_text
 
-    derived = {"correction": correction_detection, "anatomy": labels_anatomy, "separability": labels_separability}
     done = 0
     for path in sorted((out / "records").glob("*.json")):
         rec = read_record(path)

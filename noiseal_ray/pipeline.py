@@ -515,9 +515,6 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
     Returns the metrics dict also written to ``out/metrics.json``. ``fit_fn`` replaces
     ``noiseal_ray.train.fit`` (tests hand in a cheaper one).
     """
-    from noiseal_ray import train as train_mod
-
-    fit_fn = fit_fn or train_mod.fit
     progress = progress or Progress()
     check_run_dir_path(out)
     out = Path(out)
@@ -528,10 +525,11 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
         return _run_locked(config=config, out=out, progress=progress, fit_fn=fit_fn)
 
 
-def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Callable) -> dict:
+def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Callable | None) -> dict:
     """``run_pipeline`` once this process holds ``out`` (``hold_run_dir``)."""
     from noiseal_ray import train as train_mod
 
+    fit_fn = fit_fn or train_mod.fit
     _check_resume(out, config)
     # A killed earlier run may have left temp files/dirs; none is ever read, so they just go.
     swept = sweep_debris(out, skip=("checkpoints",))
