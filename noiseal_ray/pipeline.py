@@ -518,7 +518,6 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
     progress = progress or Progress()
     check_run_dir_path(out)
     out = Path(out)
-    config.validate()
     check_writable(out)  # before any work: an unwritable --out fails in milliseconds
     # Two runs in one folder would sweep each other's temp files and interleave manifest writes.
     with hold_run_dir(out):

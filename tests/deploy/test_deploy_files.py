@@ -7,7 +7,6 @@ pyproject.toml. No cluster, no network, no cloud credentials.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import ipaddress
 import re
 import shlex
@@ -380,7 +379,7 @@ def test_rayjob_config_file_is_mounted_on_the_head():
     assert sources.get(config_path) == load("deploy/kuberay-rayjob.yaml", kind="ConfigMap")["metadata"]["name"]
 
 
-_RUN_FLAGS = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig)} | {"--out", "--config"}
+_RUN_FLAGS = {f"--{f.replace('_', '-')}" for f in RunConfig.model_fields} | {"--out", "--config"}
 
 
 @pytest.mark.parametrize("rel", TEXT_FILES)

@@ -122,7 +122,7 @@ def test_workers_and_placement_reach_ray_trains_scaling_config(monkeypatch, tmp_
 def test_bad_placement_is_a_config_error():
     from noiseal_ray.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train_placement must be one of"):
+    with pytest.raises(ConfigError, match="train_placement: Input should be 'PACK', 'SPREAD'.*got 'EVERYWHERE'"):
         invoke("run", "--train-placement", "EVERYWHERE", "--dry-run")
 
 
@@ -143,5 +143,5 @@ def test_demo_pool_stays_bounded_whatever_the_number_of_classes():
     assert cfg.demo_pool_per_class_for(6) == 2000
     assert cfg.demo_pool_per_class_for(1000) * 1000 <= 50_000
     assert make_config(overrides={"demo_pool_max_rows": 10}).demo_pool_per_class_for(1000) == 1  # never 0
-    with pytest.raises(ConfigError, match="demo_pool_max_rows must be >= 1"):
+    with pytest.raises(ConfigError, match="demo_pool_max_rows: Input should be greater than or equal to 1"):
         make_config(overrides={"demo_pool_max_rows": 0})
