@@ -378,7 +378,7 @@ class PartitionAnnotate:
         self.min_logprob = min_logprob
 
     def __call__(self, batch: dict) -> dict:
-        from noiseal_ray.annotate.base import Demo, Query
+        from noiseal_ray.annotate.base import Demo, Query, gate_answer
 
         batch = _assign(batch, tau_s=self.tau_s, tau_w=self.tau_w)
         need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
@@ -401,9 +401,7 @@ class PartitionAnnotate:
             rnd = batch["llm_round"].copy()
             cached = batch["llm_cached"].copy()
             for row, a in zip(need, answers):
-                label, error = a.label, a.error
-                if label is not None and self.min_logprob is not None and (a.logprob or -np.inf) < self.min_logprob:
-                    label, error = None, f"low_logprob: {a.logprob:.3f} < {self.min_logprob}"
+                label, error = gate_answer(a, min_logprob=self.min_logprob)
                 llm[row] = -1 if label is None else int(label)
                 lp[row] = np.nan if a.logprob is None else a.logprob
                 err[row] = error or ""

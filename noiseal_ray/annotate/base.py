@@ -48,6 +48,22 @@ class Answer:
     cached: bool = False
 
 
+def gate_answer(answer: Answer, *, min_logprob: float | None) -> tuple[int | None, str | None]:
+    """The (label, error) a run takes from ``answer`` under the ``llm_min_logprob`` gate.
+
+    Without a gate the answer passes as it is. With one, a label passes when its log-probability
+    is at least ``min_logprob`` (0.0, a certain answer, always passes); a label that comes without
+    a log-probability cannot show its confidence and is refused, so the given label stays.
+    """
+    if answer.label is None or min_logprob is None:
+        return answer.label, answer.error
+    if answer.logprob is None:
+        return None, f"no_logprob: the annotator gave no log-probability to check against {min_logprob}"
+    if answer.logprob < min_logprob:
+        return None, f"low_logprob: {answer.logprob:.3f} < {min_logprob}"
+    return answer.label, answer.error
+
+
 class Annotator(Protocol):
     """Relabels a batch of queries. Must return one answer per query, in order, and never raise
     for a single bad answer (record it as ``Answer(label=None, error=...)``)."""
