@@ -11,6 +11,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
     """A human-readable plan: data, classes, rounds, annotator load and Ray resources."""
     from noiseal_ray.data.io import load_corpus
     from noiseal_ray.models.strong import resolve_encoder
+    from noiseal_ray.train import steps_per_epoch
 
     corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col, id_col=config.id_col,
                          clean_label_col=config.clean_label_col)
@@ -18,7 +19,8 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
     counts = {name: int((corpus.labels == i).sum()) for i, name in enumerate(corpus.label_names)}
     shown = ", ".join(f"{k} {v}" for k, v in list(counts.items())[:12]) + (" ..." if c > 12 else "")
     epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
-    steps = -(-n // (config.batch_size * config.workers)) * epochs
+    # The batch is global (split over the workers), so the step count hardly depends on them.
+    steps = steps_per_epoch(rows=n, batch_size=config.batch_size, workers=config.workers) * epochs
     gpu = "auto (GPUs if the cluster has them)" if config.use_gpu is None else ("yes" if config.use_gpu else "no")
     lines = [
         f"data:        {config.data}: {n} rows, {c} classes ({shown})",
@@ -28,7 +30,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"models:      strong {resolve_encoder(config.strong_model)}; weak BiLSTM "
         f"({config.weak_embed_dim}-d embeddings, {config.weak_hidden} hidden)",
         f"schedule:    warm-up {config.warmup_epochs} epoch(s), then {config.rounds} round(s) of "
-        f"{config.epochs_per_round} epoch(s): {epochs} epochs, about {steps} optimiser steps per model per worker",
+        f"{config.epochs_per_round} epoch(s): {epochs} epochs, about {steps} optimiser steps per model",
         f"annotator:   {config.annotator}"
         + (f" ({config.llm_model or 'packaged SmolLM2-135M-Instruct'}"
            f"{', endpoint ' + config.llm_endpoint if config.llm_endpoint else ''}); at most one query per sample"

@@ -222,6 +222,13 @@ def per_worker_batch(*, batch_size: int, workers: int) -> int:
     return -(-batch_size // workers)
 
 
+def steps_per_epoch(*, rows: int, batch_size: int, workers: int) -> int:
+    """Optimizer steps one epoch of ``rows`` takes: each worker's shard (rows / workers) in
+    per-worker batches (``per_worker_batch``), i.e. about rows / batch_size whatever ``workers``."""
+    per_worker = per_worker_batch(batch_size=batch_size, workers=workers)
+    return -(-(-(-rows // workers)) // per_worker)
+
+
 def lr_factor(*, epoch: int, lr_schedule: str = "linear", epoch_offset: int = 0,
               total_epochs: int | None = None) -> float:
     """See ``TrainSpec.lr_schedule``: 1 - (epoch_offset + epoch) / total_epochs, or 1."""
