@@ -59,12 +59,12 @@ def test_dry_run_prints_plan_without_work(tmp_path):
 def test_dry_run_counts_the_optimiser_steps_the_run_makes(tmp_path, workers, batch, steps):
     """The batch is global: 800 rows in batches of 32 are 25 steps an epoch whatever --workers;
     6 epochs (2 warm-up + 4 rounds) make 150. (It said 24 at 8 workers.)"""
-    from noiseal_ray.train import per_worker_batch, steps_per_epoch
-
     res = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--workers", str(workers),
                  "--batch-size", str(batch))
     assert res.exit_code == 0, res.output
     assert f"6 epochs, about {steps} optimiser steps per model" in res.output
+    from noiseal_ray.train import per_worker_batch, steps_per_epoch
+
     # What a worker's loop does: its shard of rows / workers in batches of per_worker_batch rows.
     shard = -(-800 // workers)
     assert steps_per_epoch(rows=800, batch_size=batch, workers=workers) * 6 == \

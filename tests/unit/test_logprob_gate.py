@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noiseal_ray.annotate.base import Answer, gate_answer
+from noiseal_ray.annotate.base import Answer
 from noiseal_ray.annotate.demos import DemoPool
 from noiseal_ray.annotate.factory import AnnotatorSpec
 from noiseal_ray.pipeline import PartitionAnnotate
@@ -26,6 +26,8 @@ from noiseal_ray.pipeline import PartitionAnnotate
     ],
 )
 def test_gate(answer, bound, label, error):
+    from noiseal_ray.annotate.base import gate_answer
+
     got_label, got_error = gate_answer(answer, min_logprob=bound)
     assert got_label == label
     assert (got_error is None) if error is None else got_error.startswith(error)
