@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "noiseal-relabel"
@@ -118,6 +120,47 @@ def build_llm_app(
     )
 
 
+class ServeAppArgs(BaseModel):
+    """The ``args`` of the relabeling application in a Serve config (``deploy/serve.yaml``, the
+    RayService's ``serveConfigV2``): the flags of ``noiseal-ray serve``, checked by type."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    llm_model: str | None = None  # folder or hub id; None: the packaged SmolLM2 (converted once)
+    model_id: str = DEFAULT_MODEL_ID  # the "model" field clients send
+    use_gpu: bool | None = None  # None: GPU when the cluster has one when the app is built
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: int = Field(16, ge=1)
+    max_model_len: int = Field(4096, ge=256)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "ServeAppArgs":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve's application builder for config files (``import_path:
+    noiseal_ray.annotate.service:build_app``): ``args`` as in ``ServeAppArgs``; returns the same
+    application ``noiseal-ray serve`` deploys. Raises pydantic's ValidationError, which Serve
+    reports as the deploy failure, for an unknown key or a wrongly typed value.
+    """
+    from noiseal_ray.annotate.llm_model import resolve_llm_model
+
+    a = ServeAppArgs.model_validate(dict(args or {}))
+    return build_llm_app(
+        model_source=resolve_llm_model(a.llm_model),
+        model_id=a.model_id,
+        use_gpu=cluster_has_gpus() if a.use_gpu is None else a.use_gpu,
+        min_replicas=a.min_replicas,
+        max_replicas=a.max_replicas,
+        target_ongoing_requests=a.target_ongoing_requests,
+        max_model_len=a.max_model_len,
+    )
+
+
 def _running_serve_http_port() -> int | None:
     """HTTP port of the Serve instance already running on the cluster, or None when none runs."""
     # Serve has no public getter for this: serve.status() reports an empty status rather than
@@ -126,6 +169,22 @@ def _running_serve_http_port() -> int | None:
 
     client = _get_global_client(raise_if_no_controller_running=False)
     return None if client is None else int(client.http_config.port)
+
+
+def start_serve_proxy(*, host: str, port: int | None) -> tuple[int, bool]:
+    """Start Ray Serve with its HTTP proxy bound to ``host``:``port`` (``None``: a free port), or
+    reuse the Serve instance already running on the cluster (its proxy and port). Returns the
+    port and whether this call started Serve (and so must shut it down)."""
+    from ray import serve
+
+    running_port = _running_serve_http_port()
+    if running_port is not None:
+        log.info("reusing the running Ray Serve instance (HTTP port %d)", running_port)
+        return running_port, False
+    port = port if port is not None else free_loopback_port()
+    # Every node gets a proxy on the same port, so an actor anywhere can use its local one.
+    serve.start(proxy_location="EveryNode", http_options={"host": host, "port": port})
+    return port, True
 
 
 def deploy_llm_app(
@@ -157,16 +216,7 @@ def deploy_llm_app(
     suffix = uuid.uuid4().hex[:8]
     app_name = app_name or f"noiseal-llm-{suffix}"
     route_prefix = route_prefix if route_prefix is not None else f"/noiseal-llm-{suffix}"
-    started = False
-    running_port = _running_serve_http_port()
-    if running_port is not None:
-        port = running_port
-        log.info("reusing the running Ray Serve instance (HTTP port %d)", port)
-    else:
-        port = port if port is not None else free_loopback_port()
-        # Every node gets a proxy on the same port, so an actor anywhere can use its local one.
-        serve.start(proxy_location="EveryNode", http_options={"host": host, "port": port})
-        started = True
+    port, started = start_serve_proxy(host=host, port=port)
     app = build_llm_app(
         model_source=model_source,
         model_id=model_id,

@@ -260,6 +260,34 @@ def test_serve_config_passes_serve_schema(source):
     assert app.args.get("use_gpu") is True, "GPU nodes scale from zero: autodetection sees none"
 
 
+@pytest.mark.parametrize("source", ["deploy/serve.yaml", "rayservice"])
+def test_every_application_imports_and_builds(source, require):
+    """Import each application's import_path as Serve does and build it with the file's args (no
+    cluster: building only assembles the deployment graph). The builder must exist and accept
+    the args exactly as written."""
+    import importlib.util
+
+    from ray._common.utils import import_attr
+    from ray.serve.deployment import Application
+
+    require(importlib.util.find_spec("vllm") is not None, "vLLM is not installed (scripts/setup.sh installs it)")
+    for app in yaml.safe_load(serve_configs()[source])["applications"]:
+        builder = import_attr(app["import_path"])
+        built = builder(app.get("args", {}))
+        assert isinstance(built, Application), (app["name"], type(built))
+
+
+def test_builder_refuses_unknown_or_mistyped_args():
+    from noiseal_ray.annotate.service import build_app
+
+    with pytest.raises(pydantic.ValidationError, match="max_replica"):
+        build_app({"llm_model": "x", "use_gpu": True, "max_replica": 2})
+    with pytest.raises(pydantic.ValidationError, match="min_replicas"):
+        build_app({"llm_model": "x", "use_gpu": True, "min_replicas": "1"})
+    with pytest.raises(pydantic.ValidationError, match="exceeds max_replicas"):
+        build_app({"llm_model": "x", "use_gpu": True, "min_replicas": 3, "max_replicas": 2})
+
+
 @pytest.mark.parametrize(
     "mutate",
     [

@@ -35,7 +35,7 @@ def _queries(n: int) -> list[Query]:
                   given=0, demos=DEMOS) for i in range(n)]
 
 
-def _llm_replicas() -> list[str]:
+def _llm_replicas(app_name: str) -> list[str]:
     """Names of the live Serve replica actors of the LLM deployment (not the OpenAI ingress).
 
     Serve names replicas "SERVE_REPLICA::<app>#<deployment>#<id>" in the "serve" namespace; a
@@ -44,13 +44,13 @@ def _llm_replicas() -> list[str]:
     import ray
 
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "serve"]
-    return sorted(n for n in names if n.startswith("SERVE_REPLICA::noiseal-llm") and "ingress" not in n.lower())
+    return sorted(n for n in names if n.startswith(f"SERVE_REPLICA::{app_name}#") and "ingress" not in n.lower())
 
 
-def test_replica_killed_mid_batch_every_query_answered_or_recorded(fresh_cache_options: dict) -> None:
+def test_replica_killed_mid_batch_every_query_answered_or_recorded(fresh_cache_options: dict, served_app) -> None:
     import ray
 
-    replicas = _llm_replicas()
+    replicas = _llm_replicas(served_app.app_name)
     assert len(replicas) == 1, replicas
     victim = replicas[0]
     queries = _queries(48)
@@ -92,11 +92,11 @@ def test_replica_killed_mid_batch_every_query_answered_or_recorded(fresh_cache_o
     # Serve replaced the replica: a different actor, and still only one engine.
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        now = _llm_replicas()
+        now = _llm_replicas(served_app.app_name)
         if len(now) == 1 and now[0] != victim:
             break
         time.sleep(2)
-    now = _llm_replicas()
+    now = _llm_replicas(served_app.app_name)
     assert len(now) == 1 and now[0] != victim, (victim, now)
     from ray import serve
 
