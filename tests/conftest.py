@@ -16,10 +16,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _require(available: bool, reason: str) -> None:
+    """Skip a test whose dependency is missing, visibly; under CI (``CI=true``) fail instead, so
+    that a missing browser, vLLM or dataset can never turn a red check into a quiet skip."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require():
+    """``require(available, reason)``: see ``_require``."""
+    return _require
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    _require(SHARED_DATA.is_dir(), f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
 
 

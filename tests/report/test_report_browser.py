@@ -42,9 +42,9 @@ def browser(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    if chromium() is None:
-        pytest.skip("chromium not installed (Debian: apt-get install chromium; scripts/setup.sh --test does it)")
+def run_dir(tmp_path_factory, require) -> Path:
+    require(chromium() is not None,
+            "chromium not installed (Debian: apt-get install chromium; scripts/setup.sh --test does it)")
     real = os.environ.get("NOISEAL_REPORT_RUN")
     dst = tmp_path_factory.mktemp("browser") / "run"
     if real:
