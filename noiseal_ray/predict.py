@@ -58,6 +58,7 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
     def prepare(batch: dict) -> dict:
         n = len(batch[text_col])
         out = {"text": np.array([str(t) for t in batch[text_col]], dtype=object)}
+        # Without an id column the rows are numbered once they are in output order (finish_table).
         out["id"] = np.array([str(v) for v in batch[id_col]], dtype=object) if id_col else np.full(n, "", object)
         if label_col:
             out["label"] = np.array([index.get(str(v), -1) for v in batch[label_col]], dtype=np.int64)
@@ -76,30 +77,48 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
               .map_batches(Scorer, fn_constructor_kwargs={"model_dir": model_dir, "with_embedding": False},
                            batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors))
               .map_batches(finish, batch_format="numpy"))
-    if not Path(out).suffix:
-        from noiseal_ray.data.sink import write_parquet_dir
+    tally = {"rows": 0, "known": 0, "right": 0}
 
-        table = None
-        result = {"rows": write_parquet_dir(scored, out)}
-    else:
-        table = scored.to_arrow_refs()
+    def finish_table(table):
+        """Number the rows (no ``id_col``), count right predictions against ``label_col`` and drop
+        it; tables arrive in output order, so row numbers continue from the previous one."""
         import pyarrow as pa
 
-        table = pa.concat_tables(ray.get(table))
+        n = table.num_rows
         if not id_col:
-            table = table.set_column(table.column_names.index("id"), "id",
-                                     pa.array([str(i) for i in range(table.num_rows)]))
-        result = {"rows": table.num_rows}
-    if table is not None and label_col:
-        lab = table.column("label").to_numpy()
-        pred = np.array([index[p] for p in table.column("pred_label").to_pylist()])
-        known = lab >= 0
-        result["accuracy"] = float((pred[known] == lab[known]).mean()) if known.any() else None
-        result["unknown_labels"] = int((~known).sum())
-        table = table.drop(["label"])
-    if table is not None:
+            ids = pa.array([str(i) for i in range(tally["rows"], tally["rows"] + n)], pa.string())
+            table = table.set_column(table.column_names.index("id"), "id", ids)
+        if label_col:
+            lab = table.column("label").to_numpy()
+            pred = np.array([index[p] for p in table.column("pred_label").to_pylist()], dtype=np.int64)
+            known = lab >= 0
+            tally["known"] += int(known.sum())
+            tally["right"] += int((pred[known] == lab[known]).sum())
+            table = table.drop(["label"])
+        tally["rows"] += n
+        return table
+
+    if not Path(out).suffix:
+        import pyarrow.parquet as pq
+
+        from noiseal_ray.data.sink import write_parquet_dir
+
+        def finish_folder(folder: Path) -> None:
+            # Before the folder is published: one file at a time, in row order.
+            for f in sorted(folder.glob("part-*.parquet")):
+                pq.write_table(finish_table(pq.read_table(f)), f)
+
+        write_parquet_dir(scored, out, prepare=finish_folder)
+    else:
+        import pyarrow as pa
+
+        table = finish_table(pa.concat_tables(ray.get(scored.to_arrow_refs())))
         if not out.endswith(".parquet"):
             table = table.set_column(table.column_names.index("probs"), "probs",
                                      pa.array([json.dumps([round(x, 6) for x in p]) for p in table.column("probs").to_pylist()]))
         write_table(table, out)
+    result: dict = {"rows": tally["rows"]}
+    if label_col:
+        result["accuracy"] = tally["right"] / tally["known"] if tally["known"] else None
+        result["unknown_labels"] = tally["rows"] - tally["known"]
     return result

@@ -17,7 +17,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
@@ -57,8 +57,11 @@ class OrderedParquetSink(Datasink):
         return sum(t.num_rows for t in tables)
 
 
-def write_parquet_dir(ds, final: str | Path) -> int:
+def write_parquet_dir(ds, final: str | Path, *, prepare: Callable[[Path], None] | None = None) -> int:
     """Write ``ds`` to the folder ``final`` in dataset order, atomically; return the row count.
+
+    ``prepare``, when given, is called with the written temporary folder before it is published
+    (files ``part-*.parquet`` in row order), e.g. to number rows or drop a column file by file.
 
     Written under a temporary sibling folder, then renamed over ``final``: an interrupted write
     never leaves a partial ``final``, and an existing ``final`` is replaced whole. The count comes
@@ -72,6 +75,8 @@ def write_parquet_dir(ds, final: str | Path) -> int:
     ds.write_datasink(OrderedParquetSink(tmp))
     if not tmp.is_dir():  # an empty dataset runs no write task
         tmp.mkdir(parents=True)
+    if prepare is not None:
+        prepare(tmp)
     rows = parquet_rows(tmp)
     replace_dir(tmp, final)
     return rows

@@ -166,6 +166,27 @@ def test_predict_reproduces_reported_test_accuracy(tiny_run, tmp_path):
     assert all(len(p) == 6 and abs(sum(p) - 1) < 1e-3 for p in probs)
 
 
+def test_predict_to_a_folder_numbers_rows_and_reports_accuracy(tiny_run, tmp_path):
+    """The folder form (no extension) gives the same rows as the file form: ids are row numbers
+    when there is no --id-col (they were all empty), and --label-col still yields the accuracy."""
+    from noiseal_ray.predict import predict
+
+    out, metrics = tiny_run
+    folder = tmp_path / "preds"
+    res = predict(model_dir=str(out / "model"), data=SAMPLE_TEST, out=str(folder), label_col="label")
+    assert res["rows"] == 200 and res["unknown_labels"] == 0
+    assert res["accuracy"] == pytest.approx(metrics["final"]["test_accuracy_last"], abs=1e-9)
+    t = pq.read_table(folder)
+    assert t.column_names == ["id", "pred_label", "pred_prob", "probs"]
+    assert t.column("id").to_pylist() == [str(i) for i in range(200)]
+    as_file = tmp_path / "preds.parquet"
+    predict(model_dir=str(out / "model"), data=SAMPLE_TEST, out=str(as_file))
+    f = pq.read_table(as_file)
+    assert f.column("id").to_pylist() == t.column("id").to_pylist()
+    assert f.column("pred_label").to_pylist() == t.column("pred_label").to_pylist()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
 def test_written_tables_keep_dataset_order_and_count(ray_cluster, tmp_path):
     """Every stage table is read back in file order by the next stage (Train shards follow it):
     the writer must keep the dataset's row order across blocks, tasks and files, every time.
