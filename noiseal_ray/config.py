@@ -53,6 +53,11 @@ class RunConfig(BaseModel):
     seed: int = 0
     # --- method -------------------------------------------------------------------------
     warmup_epochs: int = Field(2, ge=0)
+    # A model folder (a run's rounds/r0/model, or a bench base cell's model0) used as the warm-up
+    # fit instead of training one: methods compared from the same warm-up differ only by what they
+    # do after it. Its label set must match the corpus'; warmup_epochs must say how many epochs
+    # it trained (the learning-rate schedule continues from there).
+    warmup_from: str | None = None
     rounds: int = Field(4, ge=0)
     epochs_per_round: int = Field(1, ge=1)
     ema_beta: float = Field(0.9, ge=0.0, lt=1.0)

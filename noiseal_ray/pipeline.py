@@ -606,6 +606,11 @@ def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Cal
 
         # --- warm-up -------------------------------------------------------------------------
         init_dir = rounds_dir / "r0" / "init"
+        if config.warmup_from and not manifest.done("r0/train"):
+            with progress.stage(f"warm-up: adopt {config.warmup_from}"):
+                adopt_warmup(src=Path(config.warmup_from), label_names=names, dest=rounds_dir / "r0" / "model")
+            manifest.mark("init")
+            manifest.mark("r0/train")
         if not manifest.done("init"):
             from noiseal_ray.models.bundle import new_bundle, save_bundle
 
@@ -696,6 +701,31 @@ def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Cal
             with progress.stage("write report.html"):
                 write_report(run_dir=out)
     return metrics
+
+
+def adopt_warmup(*, src: Path, label_names: list[str], dest: Path) -> None:
+    """Copy the model folder ``src`` (strong + weak model, optimizer state) to ``dest`` as this
+    run's warm-up fit. ConfigError when it is not a bundle with both models and the same labels."""
+    from noiseal_ray.errors import ConfigError
+    from noiseal_ray.models.bundle import META
+
+    meta_path = src / META
+    if not meta_path.is_file():
+        raise ConfigError(f"warmup_from: {src} is not a noiseal-ray model folder (no {META})")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if list(meta["label_names"]) != list(label_names):
+        raise ConfigError(f"warmup_from: {src} was trained on the labels {meta['label_names']}, "
+                          f"not this corpus' {label_names}")
+    if not (src / "weak.safetensors").is_file():
+        raise ConfigError(f"warmup_from: {src} holds no weak model (a run's model/ keeps only the strong one; "
+                          "use its rounds/r0/model)")
+    # The copy is made beside dest, never beside src: src may belong to another run. A killed
+    # copy is swept as debris (".*.tmp") by the next run.
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    replace_dir(tmp, dest)
 
 
 def _preflight_annotator(config: RunConfig, *, needed: bool) -> None:

@@ -20,7 +20,8 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
     shown = ", ".join(f"{k} {v}" for k, v in list(counts.items())[:12]) + (" ..." if c > 12 else "")
     epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
     # The batch is global (split over the workers), so the step count hardly depends on them.
-    steps = steps_per_epoch(rows=n, batch_size=config.batch_size, workers=config.workers) * epochs
+    trained = epochs - (config.warmup_epochs if config.warmup_from else 0)
+    steps = steps_per_epoch(rows=n, batch_size=config.batch_size, workers=config.workers) * trained
     gpu = "auto (GPUs if the cluster has them)" if config.use_gpu is None else ("yes" if config.use_gpu else "no")
     lines = [
         f"data:        {config.data}: {n} rows, {c} classes ({shown})",
@@ -29,7 +30,8 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"test data:   {config.test_data or 'none'}",
         f"models:      strong {resolve_encoder(config.strong_model)}; weak BiLSTM "
         f"({config.weak_embed_dim}-d embeddings, {config.weak_hidden} hidden)",
-        f"schedule:    warm-up {config.warmup_epochs} epoch(s), then {config.rounds} round(s) of "
+        f"schedule:    warm-up {config.warmup_epochs} epoch(s)"
+        f"{f' (adopted from {config.warmup_from}, not trained)' if config.warmup_from else ''}, then {config.rounds} round(s) of "
         f"{config.epochs_per_round} epoch(s): {epochs} epochs, about {steps} optimiser steps per model",
         f"annotator:   {config.annotator}"
         + (f" ({config.llm_model or 'packaged SmolLM2-135M-Instruct'}"

@@ -26,6 +26,7 @@ def run(
     seed: Seed = None,
     warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", min=0)] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=0)] = None,
+    warmup_from: Annotated[Optional[str], typer.Option("--warmup-from", help="Use this model folder (another run's rounds/r0/model) as the warm-up fit: compare methods from the same warm-up.")] = None,
     strong_model: Annotated[Optional[str], typer.Option("--strong-model", help="Encoder folder or hub id (default: packaged MiniLM).")] = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="LLM folder or hub id (default: packaged SmolLM2).")] = None,
     llm_endpoint: Annotated[Optional[str], typer.Option("--llm-endpoint", help="Use this OpenAI-compatible endpoint instead of deploying one.")] = None,
@@ -52,7 +53,7 @@ def run(
 
     overrides = dict(data=data, text_col=text_col, label_col=label_col, id_col=id_col,
                      clean_label_col=clean_label_col, test_data=test_data, workers=workers, annotator=annotator,
-                     address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds,
+                     address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds, warmup_from=warmup_from,
                      strong_model=strong_model, llm_model=llm_model, llm_endpoint=llm_endpoint,
                      max_length=max_length, batch_size=batch_size, hard_policy=hard_policy,
                      storage_path=storage_path, train_placement=train_placement,

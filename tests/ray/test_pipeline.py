@@ -149,6 +149,23 @@ def test_sigkill_mid_round_then_rerun_matches_uninterrupted(tiny_run, tiny_encod
     np.testing.assert_allclose(a["p_strong"], b["p_strong"], rtol=1e-4, atol=1e-5)
 
 
+def test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it(tiny_run, tiny_encoder, tmp_path):
+    """warmup_from: the second run trains no warm-up; from the same warm-up model, data and seed its
+    rounds are those of the first run, so every label comes out the same (paired comparisons)."""
+    out, _ = tiny_run
+    src = out / "rounds" / "r0" / "model"
+    cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(src)))
+    seen: list[str] = []
+    metrics = run_pipeline(config=cfg, out=str(tmp_path / "paired"), progress=Progress(echo=seen.append))
+    assert any(line.startswith("  warm-up: adopt") for line in seen)
+    assert not any("[round 0/" in line for line in seen), seen  # no warm-up fit
+    assert all(r.get("round") != 0 or "train" not in r for r in metrics["rounds"])
+    a = read_labels(out).sort_values("id").reset_index(drop=True)
+    b = read_labels(tmp_path / "paired").sort_values("id").reset_index(drop=True)
+    assert list(a["id"]) == list(b["id"])
+    assert (a["partition"] == b["partition"]).all() and (a["final_label"] == b["final_label"]).all()
+
+
 def test_predict_reproduces_reported_test_accuracy(tiny_run, tmp_path):
     from noiseal_ray.predict import predict
 

@@ -162,3 +162,26 @@ def test_run_refuses_an_out_folder_another_run_is_using_before_any_work(tmp_path
         proc.kill()
         proc.wait()
     assert sorted(p.name for p in out.iterdir()) == [".noiseal.lock", ".noiseal.lock.owner"]  # nothing of a run
+
+
+def test_adopted_warmup_must_be_a_full_bundle_with_the_same_labels(tiny_encoder, tmp_path):
+    from noiseal_ray.errors import ConfigError
+    from noiseal_ray.models.bundle import new_bundle, save_bundle
+    from noiseal_ray.pipeline import adopt_warmup
+
+    src = tmp_path / "r0model"
+    save_bundle(new_bundle(strong_model=tiny_encoder, label_names=["a", "b"], max_length=16, weak_embed_dim=8,
+                           weak_hidden=8, seed=0), src)
+    with pytest.raises(ConfigError, match=r"trained on the labels \['a', 'b'\], not this corpus' \['a', 'c'\]"):
+        adopt_warmup(src=src, label_names=["a", "c"], dest=tmp_path / "run" / "model")
+    with pytest.raises(ConfigError, match="is not a noiseal-ray model folder"):
+        adopt_warmup(src=tmp_path, label_names=["a", "b"], dest=tmp_path / "run" / "model")
+    strong_only = tmp_path / "model"
+    save_bundle(new_bundle(strong_model=tiny_encoder, label_names=["a", "b"], max_length=16, weak_embed_dim=8,
+                           weak_hidden=8, seed=0), strong_only, include_weak=False)
+    with pytest.raises(ConfigError, match="holds no weak model"):
+        adopt_warmup(src=strong_only, label_names=["a", "b"], dest=tmp_path / "run" / "model")
+    assert not (tmp_path / "run" / "model").exists()
+    adopt_warmup(src=src, label_names=["a", "b"], dest=tmp_path / "run" / "model")
+    assert sorted(p.name for p in (tmp_path / "run" / "model").iterdir()) == sorted(p.name for p in src.iterdir())
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["model"]  # no temp copy left
