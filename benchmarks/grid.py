@@ -62,6 +62,9 @@ class Training:
     cleanlab_folds: int = 2
     cleanlab_cv_epochs: int | None = None  # None: warmup_epochs
     lr_schedule: str = "linear"  # RunConfig.lr_schedule, for every method alike
+    # NoiseAL cells adopt the same seed's base warm-up fit (RunConfig.warmup_from) instead of
+    # training their own: the methods then differ only by what they do after the warm-up.
+    paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,10 @@ class Cell:
         return f"{self.dataset}-{self.setting}-s{self.seed}-n{self.train_rows}-t{self.test_rows}"
 
     def spec(self) -> dict:
-        return {**asdict(self), "semantics": SEMANTICS}
+        d = {**asdict(self), "semantics": SEMANTICS}
+        if not self.training.paired:  # specs (and records) from before pairing existed stay valid
+            d["training"].pop("paired")
+        return d
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]

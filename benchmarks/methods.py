@@ -105,7 +105,7 @@ def finetune(cell: Cell, *, texts, labels, names, test, work: Path, stages: dict
     accs = []
     t0 = time.time()
     for r, epochs in enumerate(schedule):
-        out = work / f"model{r}"
+        out = work / (WARMUP_DIR if r == 0 else f"model{r}")
         # The learning-rate schedule NoiseAL runs with, over the same total number of epochs.
         m = fit(spec=_spec(cell, init, epochs, cell.seed + r, epoch_offset=sum(schedule[:r]),
                            total_epochs=sum(schedule)), dataset=ds, workers=tr.workers, use_gpu=False,
@@ -193,21 +193,45 @@ def run_cleanlab(cell: Cell, meta: dict, work: Path) -> dict:
     return rec
 
 
+WARMUP_DIR = "model0"  # the base schedule's first fit (``finetune``): the warm-up paired cells adopt
+
+
+def warmup_source(cell: Cell, work: Path) -> tuple[Path, Path]:
+    """The warm-up a paired cell adopts: the model folder of the same data and seed's ``base`` cell
+    (work folder beside ``work``), and that cell's record (its round-0 test accuracy)."""
+    from dataclasses import replace
+
+    base = replace(cell, method="base")
+    return (work.parent / f"{base.key}-{base.spec_hash()}" / WARMUP_DIR,
+            work.parent.parent / "records" / f"{base.key}.json")
+
+
 def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
+    import json
+
     from noiseal_ray.config import make_config
     from noiseal_ray.pipeline import run_pipeline
 
     tr = cell.training
+    warm_acc: list[float] = []
+    adopt = None
+    if tr.paired:
+        adopt, base_record = warmup_source(cell, work)
+        if not adopt.is_dir() or not base_record.is_file():
+            raise FileNotFoundError(f"{cell.key} adopts the warm-up of the base cell in {adopt.parent}, which has "
+                                    "not run: run it first (it comes before this one in the grid)")
+        warm_acc = json.loads(base_record.read_text())["test_accuracy_rounds"][:1]
     cfg = make_config(overrides=dict(
         data=meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
         clean_label_col=meta["clean_label_col"], test_data=meta["test"], test_label_col=meta["test_label_col"],
         max_length=tr.max_length, workers=tr.workers, batch_size=tr.batch_size, seed=cell.seed,
         warmup_epochs=tr.warmup_epochs, rounds=tr.rounds, annotator=annotator, report=False, max_failures=2,
-        lr_schedule=tr.lr_schedule))
+        lr_schedule=tr.lr_schedule, warmup_from=str(adopt) if adopt else None))
     progress = RecordingProgress()
     m = run_pipeline(config=cfg, out=work / "run", progress=progress)
     rounds = m["rounds"]
-    accs = [float(e["test_accuracy"]) for e in rounds if "test_accuracy" in e]
+    # A paired run trains no warm-up: its round-0 accuracy is the adopted fit's, measured by base.
+    accs = warm_acc + [float(e["test_accuracy"]) for e in rounds if "test_accuracy" in e]
     final = m.get("final", {})
     rec = {"test_accuracy_rounds": accs, "stage_seconds": dict(m.get("stage_seconds", {})),
            "train_rows_used": m["rows"], "llm_queries": int(m.get("annotator_queries", 0)),
@@ -215,6 +239,8 @@ def run_noiseal(cell: Cell, meta: dict, work: Path, *, annotator: str) -> dict:
                           "recovery": e.get("recovery"), "test_accuracy": e.get("test_accuracy"),
                           "thresholds": e.get("thresholds")} for e in rounds],
            "stages": progress.stages}
+    if adopt is not None:
+        rec["warmup_from"] = adopt.parent.name
     if "detection" in final:
         rec["detection"] = {k: final["detection"][k] for k in ("precision", "recall", "f1")}
         rec["p_precision"] = final["detection"].get("p_precision")

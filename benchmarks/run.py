@@ -88,13 +88,17 @@ def work_dir(out: Path, *, key: str, spec_hash: str) -> Path:
     return out / "work" / f"{key}-{spec_hash}"
 
 
-def prune_work(work: Path) -> int:
+def prune_work(work: Path, *, keep: tuple[str, ...] = ()) -> int:
     """Delete a finished cell's weights: Ray Train checkpoints and ``*.safetensors`` (2.5-4 GB a
     TREC cell; a grid kept them all and filled the disk). The record already holds every figure,
-    and labels.parquet, metrics.json and the manifests stay. Returns the bytes freed."""
+    and labels.parquet, metrics.json and the manifests stay; so do the top-level folders named in
+    ``keep`` (a base cell's warm-up, which paired cells adopt). Returns the bytes freed."""
     freed = 0
     for p in list(work.rglob("*")):
-        if p.is_file() and not p.is_symlink() and (p.suffix == ".safetensors" or "checkpoints" in p.relative_to(work).parts):
+        rel = p.relative_to(work).parts
+        if rel[0] in keep:
+            continue
+        if p.is_file() and not p.is_symlink() and (p.suffix == ".safetensors" or "checkpoints" in rel):
             freed += p.stat().st_size
             p.unlink()
     for d in list(work.rglob("checkpoints")):  # now only empty folders
@@ -186,7 +190,10 @@ def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep
     atomic_write_text(record, json.dumps(rec, indent=2, default=float))
     if rec["status"] == "ok" and not keep_models:
         # A failed cell keeps its pieces: the rerun resumes from them.
-        print(f"    pruned {prune_work(work) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
+        from benchmarks.methods import WARMUP_DIR
+
+        keep = (WARMUP_DIR,) if cell.method == "base" and cell.training.paired else ()
+        print(f"    pruned {prune_work(work, keep=keep) / 2**30:.1f} GiB of model weights from {_rel(work)}", flush=True)
         (work / PRUNED).touch()
     accs = rec.get("test_accuracy_rounds") or []
     print(f"{label} {cell.key}: {rec['status']} in {rec['wall_seconds']:.0f}s"

@@ -200,10 +200,6 @@ def test_bench_without_its_extra_says_which_command_installs_it(monkeypatch, tmp
     assert str(res.exception) == ("noiseal-ray bench needs cleanlab (the 'bench' extra): run scripts/setup.sh, "
                                   "or pip install 'noiseal-ray[bench]'")
     assert not (tmp_path / "o").exists()
-    # Rendering from records runs no cell, so it needs no extra.
-    res = CliRunner().invoke(cli.app, ["bench", "--grid", "smoke", "--only", "report", "--out", str(tmp_path / "o"),
-                                       "--results", str(tmp_path / "R.md")])
-    assert not isinstance(res.exception, ConfigError)
 
 
 def test_a_record_of_an_earlier_cell_specification_is_listed_not_tabled(tmp_path):
@@ -387,6 +383,33 @@ def test_prune_work_deletes_weights_and_checkpoints_and_keeps_results(tmp_path):
     assert all(p.is_file() for p in keep)
     assert not any(p.exists() for p in drop)
     assert not list(work.rglob("checkpoints"))
+
+
+def test_pairing_keeps_old_specs_and_finds_the_base_warmup(tmp_path):
+    """Unpaired cells keep the spec hash they had before pairing existed (their records stay
+    valid); a paired NoiseAL cell adopts the model0 of the same data and seed's base cell, which
+    pruning keeps."""
+    from dataclasses import replace
+
+    from benchmarks.grid import Training
+    from benchmarks.methods import WARMUP_DIR, warmup_source
+    from benchmarks.run import prune_work, work_dir
+
+    cell = next(c for c in smoke().cells if c.method == "noiseal-knn")
+    assert "paired" not in cell.spec()["training"]
+    paired = replace(cell, training=replace(cell.training, paired=True))
+    assert paired.spec()["training"]["paired"] is True and paired.spec_hash() != cell.spec_hash()
+    assert Training().paired is False
+
+    base = replace(paired, method="base")
+    base_work = work_dir(tmp_path, key=base.key, spec_hash=base.spec_hash())
+    src, record = warmup_source(paired, work_dir(tmp_path, key=paired.key, spec_hash=paired.spec_hash()))
+    assert src == base_work / WARMUP_DIR and record == tmp_path / "records" / f"{base.key}.json"
+    for rel in (f"{WARMUP_DIR}/strong.safetensors", "model1/strong.safetensors"):
+        (base_work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base_work / rel).write_bytes(b"x")
+    prune_work(base_work, keep=(WARMUP_DIR,))
+    assert (src / "strong.safetensors").is_file() and not (base_work / "model1" / "strong.safetensors").exists()
 
 
 def test_a_torn_record_reads_as_missing_and_the_report_still_renders(tmp_path):
