@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -140,21 +141,186 @@ def full_run(tmp_path_factory):
     return run, path.read_text()
 
 
+def pct(x: float) -> str:
+    """The report's percentage format, written out here (not imported) so a wrong one fails."""
+    return f"{100 * x:.1f}%"
+
+
+class ReportDoc(HTMLParser):
+    """The report as a reader sees it, for checks that cannot match base64 image data by chance.
+
+    ``text``: the visible text (no <script>/<style>; <img> data lives in attributes, never here);
+    ``cards``: {key: value} of the summary cards; ``kv``: {row header: cell} of every key/value
+    table; ``tables``: {class: [table, ...]} of the other tables, each table a list of rows, each
+    row a list of cell texts (header row first); ``headings``: the h2/h3 texts. Entities are decoded (``&lt;`` -> ``<``)."""
+
+    def __init__(self, doc: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text_parts: list[str] = []
+        self.cards: dict[str, str] = {}
+        self.kv: dict[str, str] = {}
+        self.tables: dict[str, list[list[list[str]]]] = {}
+        self.headings: list[str] = []
+        self._skip = 0
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+        self._card_part: str | None = None
+        self._buf: list[str] = []
+        self._card: dict[str, str] = {}
+        self.feed(doc)
+        self.close()
+        self.text = " ".join(" ".join(self.text_parts).split())
+
+    @staticmethod
+    def _clean(parts: list[str]) -> str:
+        return " ".join("".join(parts).split())
+
+    def handle_starttag(self, tag, attrs):
+        cls = (dict(attrs).get("class") or "").split()
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag == "table":
+            self._table = cls[0] if cls else ""
+            if self._table != "kv":
+                self.tables.setdefault(self._table, []).append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag in ("h2", "h3"):
+            self._heading = []
+        elif tag == "div" and ("v" in cls or "k" in cls):
+            self._card_part, self._buf = cls[0], []
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip -= 1
+        elif tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._clean(self._cell))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._table == "kv":
+                assert len(self._row) == 2, self._row
+                assert self._row[0] not in self.kv, f"key/value row {self._row[0]!r} twice"
+                self.kv[self._row[0]] = self._row[1]
+            elif self._table is not None:
+                self.tables[self._table][-1].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag in ("h2", "h3") and self._heading is not None:
+            self.headings.append(self._clean(self._heading))
+            self._heading = None
+        elif tag == "div" and self._card_part is not None:
+            self._card[self._card_part] = self._clean(self._buf)
+            self._card_part = None
+            if "k" in self._card:  # the key closes a card (value first)
+                assert self._card["k"] not in self.cards, f"card {self._card['k']!r} twice"
+                self.cards[self._card["k"]] = self._card.pop("v")
+                self._card = {}
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.text_parts.append(data)
+        for buf in (self._cell, self._heading, self._buf if self._card_part else None):
+            if buf is not None:
+                buf.append(data)
+
+    def card(self, prefix: str) -> tuple[str, str]:
+        """(key, value) of the one card whose key starts with ``prefix``."""
+        hits = [(k, v) for k, v in self.cards.items() if k.startswith(prefix)]
+        assert len(hits) == 1, (prefix, self.cards)
+        return hits[0]
+
+    def rows(self, cls: str) -> tuple[list[str], list[list[str]]]:
+        """(headers, body rows) of the one table of class ``cls``."""
+        assert len(self.tables.get(cls, [])) == 1, (cls, sorted(self.tables))
+        head, *body = self.tables[cls][0]
+        return head, body
+
+
+def test_report_parser_sees_no_image_data(full_run):
+    """The parsed text holds none of the base64 PNG data that made substring checks vacuous."""
+    _, doc = full_run
+    rd = ReportDoc(doc)
+    assert len(re.findall(r"[A-Za-z0-9+/]{200,}", doc)) >= 7  # the data is in the document ...
+    assert not re.search(r"[A-Za-z0-9+/]{60,}", rd.text)  # ... and not in what the checks read
+    assert "window.addEventListener" not in rd.text and "border-collapse" not in rd.text
+
+
 def test_report_has_key_numbers(full_run):
     run, doc = full_run
     assert (run / "report.html").is_file()
     m = json.loads((run / "metrics.json").read_text())
-    for e in m["rounds"]:
-        for p in ("R", "P", "H"):
-            if "sizes" in e:
-                assert f"{e['sizes'][p]:,}" in doc
+    rd = ReportDoc(doc)
+    labels = pq.read_table(run / "labels.parquet").to_pandas()
+    n = len(labels)
+
+    # Summary cards: sizes of the final partition, test accuracy, detection F1, changed labels.
+    assert rd.cards["samples"] == f"{n:,}" == f"{m['rows']:,}"
+    final_sizes = m["final"]["sizes"]
+    assert sum(final_sizes.values()) == n
+    assert final_sizes == labels["partition"].value_counts().to_dict()  # the fixture is consistent
+    for p, full in (("R", "clean (R)"), ("P", "purified (P)"), ("H", "hard (H)")):
+        key, value = rd.card(full)
+        assert value == f"{final_sizes[p]:,}", (p, value)
+        assert key == f"{full} · {pct(final_sizes[p] / n)}", key
+    assert rd.cards["labels changed"] == f"{int(labels['changed'].sum()):,}"
+    assert 0 < labels["changed"].sum() < n
     acc = m["final"]["test_accuracy_last"]
-    assert f"{100 * acc:.1f}%" in doc
-    assert f"{100 * m['final']['detection']['f1']:.1f}%" in doc
+    best = m["final"]["test_accuracy_best"]
+    assert rd.cards[f"test accuracy (best {pct(best)})"] == pct(acc)
+    assert rd.kv["test accuracy (last / best)"] == f"{pct(acc)} / {pct(best)}"
+    det = m["final"]["detection"]
+    assert rd.cards["noise detection F1"] == pct(det["f1"])
+    assert rd.kv["detection precision / recall / F1"].startswith(
+        f"{pct(det['precision'])} / {pct(det['recall'])} / {pct(det['f1'])} ")
     corr = m["final"]["correction"]
-    assert f"{100 * corr['precision']:.1f}% / {100 * corr['recall']:.1f}% / {100 * corr['f1']:.1f}%" in doc
-    assert "Most confident corrections" in doc and "Most doubtful samples" in doc
-    assert "per-class" in doc  # thresholds are per class: the report says how they are shown
+    assert rd.kv["changed labels as a detector: precision / recall / F1"].startswith(
+        f"{pct(corr['precision'])} / {pct(corr['recall'])} / {pct(corr['f1'])} ")
+    rec = m["final"]["recovery"]
+    assert rd.kv["label accuracy given → final"] == f"{pct(rec['given_accuracy'])} → {pct(rec['final_accuracy'])}"
+
+    # Rounds table: one row per metrics round, with its R/P/H sizes, losses, test accuracy, det. F1.
+    head, body = rd.rows("rounds")
+    assert head[:10] == ["round", "R", "P", "H", "new annotations", "failed", "changed", "loss strong", "loss weak",
+                         "test acc."] and head[12] == "det. F1"
+    last = len(m["rounds"]) - 1
+    assert [r[0] for r in body] == ["warm-up" if e["round"] == 0 else "final" if e["round"] == last else str(e["round"])
+                                    for e in m["rounds"]]
+    assert sum("sizes" in e for e in m["rounds"]) == 3  # 2 rounds + the final partition
+    for e, row in zip(m["rounds"], body):
+        cells = dict(zip(head, row))
+        for p in ("R", "P", "H"):
+            want = f"{e['sizes'][p]:,}" if "sizes" in e else "–"
+            assert cells[p] == want, (e["round"], p, cells[p], want)
+        if "sizes" in e:
+            assert cells["changed"] == f"{e['changed']:,}"
+            assert cells["det. F1"] == pct(e["detection"]["f1"])
+        assert cells["loss strong"] == (f"{e['train']['loss_strong']:.3f}" if "train" in e else "–")
+        assert cells["loss weak"] == (f"{e['train']['loss_weak']:.3f}" if "train" in e else "–")
+        assert cells["test acc."] == (pct(e["test_accuracy"]) if "test_accuracy" in e else "–")
+    assert body[-1][1:4] == [f"{final_sizes[p]:,}" for p in ("R", "P", "H")]
+
+    # Per-class table: samples and changed labels per given class, counted here from labels.parquet.
+    head, body = rd.rows("classes")
+    assert head[:2] == ["given label", "samples"] and head[6] == "changed"
+    by_class = {r[0]: r for r in body}
+    names = m["label_names"]
+    assert sorted(by_class) == sorted(names)  # names decoded from their escaped form
+    for name, g in labels.groupby("given_label"):
+        assert by_class[name][1] == f"{len(g):,}", name
+        assert by_class[name][6] == f"{int(g['changed'].sum()):,}", name
+        assert by_class[name][2] == pct((g["partition"] == "R").sum() / len(g)), name
+
+    assert "Most confident corrections" in rd.headings and "Most doubtful samples" in rd.headings
+    # thresholds are per class: the report says how they are shown
+    assert rd.kv["thresholds"].startswith("per-class EMA")
+    assert "Thresholds are per class" in rd.text
+    assert "per-class" in doc
 
 
 def test_report_images_are_embedded_pngs(full_run):
@@ -185,6 +351,16 @@ def test_report_without_clean_labels_test_data_or_annotator(tmp_path):
     assert "det. F1" not in doc
     m = json.loads((run / "metrics.json").read_text())
     assert f"{m['final']['sizes']['P']:,}" in doc
+    rd = ReportDoc(doc)
+    assert rd.kv["test data"] == "none (no test accuracy)"
+    assert rd.card("purified (P)")[1] == f"{m['final']['sizes']['P']:,}"
+    assert m["final"]["sizes"]["P"] > 0  # annotator none: P takes the strong model's prediction
+    assert not any(k.startswith("test accuracy") or k == "noise detection F1" for k in rd.cards)
+    head, body = rd.rows("rounds")
+    assert "det. F1" not in head and "label acc." not in head
+    parts = [e for e in m["rounds"] if "sizes" in e]
+    assert [r[1:4] for r in body if r[1] != "–"] == [[f"{e['sizes'][p]:,}" for p in ("R", "P", "H")] for e in parts]
+    assert all(r[head.index("test acc.")] == "–" for r in body)
 
 
 def test_report_single_round_and_no_rounds_dir(tmp_path):
