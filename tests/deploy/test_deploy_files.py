@@ -270,11 +270,19 @@ def test_every_application_imports_and_builds(source, require):
     from ray._common.utils import import_attr
     from ray.serve.deployment import Application
 
+    import ray
+
     require(importlib.util.find_spec("vllm") is not None, "vLLM is not installed (scripts/setup.sh installs it)")
-    for app in yaml.safe_load(serve_configs()[source])["applications"]:
-        builder = import_attr(app["import_path"])
-        built = builder(app.get("args", {}))
-        assert isinstance(built, Application), (app["name"], type(built))
+    started = not ray.is_initialized()
+    try:
+        for app in yaml.safe_load(serve_configs()[source])["applications"]:
+            builder = import_attr(app["import_path"])
+            built = builder(app.get("args", {}))
+            assert isinstance(built, Application), (app["name"], type(built))
+    finally:
+        # ray.serve.llm's builder connects to (or starts) a local Ray; later test modules start their own.
+        if started and ray.is_initialized():
+            ray.shutdown()
 
 
 def test_builder_refuses_unknown_or_mistyped_args():
