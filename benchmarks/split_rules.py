@@ -111,6 +111,8 @@ def to_markdown(df: pd.DataFrame, *, digits: int = 1) -> str:
     for col in d.columns:
         if pd.api.types.is_float_dtype(d[col]):
             d[col] = d[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+        elif pd.api.types.is_string_dtype(d[col]) or d[col].dtype == object:  # rule names hold "|", which would end a table cell
+            d[col] = d[col].map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
     try:
         return d.to_markdown(index=False)
     except ImportError:
