@@ -28,6 +28,16 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def no_serve_left(ray_cluster):
+    """Each test starts from a cluster without Serve: a test that failed half-way must not leave its
+    proxy for the next one to reuse (the CLI reuses a running Serve instead of binding anew)."""
+    yield
+    from ray import serve
+
+    serve.shutdown()
+
+
 def _listening(port: int) -> set[str]:
     return {c.laddr.ip for c in psutil.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
@@ -50,8 +60,10 @@ def _serve_and_look(monkeypatch, args: list[str]) -> dict:
     port = service.free_loopback_port()
     seen: dict = {}
 
+    done = threading.Event()
+
     def watch() -> None:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         try:
             while time.monotonic() < deadline and not _listening(port):
                 time.sleep(0.5)
@@ -67,7 +79,11 @@ def _serve_and_look(monkeypatch, args: list[str]) -> dict:
         except Exception as exc:  # reported by the assertions
             seen["error"] = repr(exc)
         finally:
-            os.kill(os.getpid(), signal.SIGINT)
+            # Ctrl-C, as a user would; again if the first one came before the CLI's handler was set.
+            for _ in range(5):
+                os.kill(os.getpid(), signal.SIGINT)
+                if done.wait(30):
+                    break
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(sys, "argv", ["noiseal-ray", "serve", "--port", str(port), *args])
@@ -79,6 +95,7 @@ def _serve_and_look(monkeypatch, args: list[str]) -> dict:
     except SystemExit as exc:
         seen["exit"] = exc.code
     finally:
+        done.set()
         for s, h in handlers.items():
             signal.signal(s, h)
     t.join(timeout=60)
@@ -94,7 +111,9 @@ def test_serve_listens_on_loopback_only_by_default(ray_cluster, monkeypatch):
     assert "error" not in seen, seen
     assert seen["addresses"] == {"127.0.0.1"}, seen
     assert seen["reply"] == "relabel service"
-    assert seen["exit"] in (0, None) and seen["after"] == set()  # Ctrl-C tore the proxy down
+    # Ctrl-C tore the proxy down: 0 from the CLI's own handler, 130 when it came a moment before the
+    # handler was set (KeyboardInterrupt; the same teardown runs).
+    assert seen["exit"] in (0, None, 130) and seen["after"] == set()
 
 
 def test_host_flag_moves_the_listening_address(ray_cluster, monkeypatch):
