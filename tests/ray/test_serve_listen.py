@@ -55,6 +55,17 @@ def _serve_and_look(monkeypatch, args: list[str]) -> dict:
         def __call__(self, request) -> str:
             return "relabel service"
 
+    import typer
+
+    serving = threading.Event()
+    echo = typer.echo
+
+    def echo_and_watch(message=None, *a, **kw):
+        if str(message).startswith("serving model"):
+            serving.set()  # deployed, and the CLI is about to wait for Ctrl-C
+        return echo(message, *a, **kw)
+
+    monkeypatch.setattr(typer, "echo", echo_and_watch)
     monkeypatch.setattr(llm_model, "resolve_llm_model", lambda name: "stand-in-for-the-engine")
     monkeypatch.setattr(service, "build_llm_app", lambda **kw: Echo.bind())
     port = service.free_loopback_port()
@@ -76,6 +87,9 @@ def _serve_and_look(monkeypatch, args: list[str]) -> dict:
                     seen["reply"] = r.text
                     break
                 time.sleep(0.5)
+            # Ctrl-C once the CLI says it serves, as a user would: not while it is still deploying.
+            serving.wait(max(1.0, deadline - time.monotonic()))
+            time.sleep(1.0)
         except Exception as exc:  # reported by the assertions
             seen["error"] = repr(exc)
         finally:
