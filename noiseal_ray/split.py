@@ -584,6 +584,10 @@ RULES: dict[str, str] = {
 assert set(RULES) == set(_SPECS)
 
 
+# RuleSpec.ph -> the ``ph`` of ``split_strong`` (the weak model's test is already in its tau).
+_PH = {"weak-gmm": "weak", "weak-mean": "weak", "argmax": "argmax", "weak-mean+argmax": "weak+argmax"}
+
+
 def rule_thresholds(rule: str | RuleSpec, inputs: RuleInputs, *, prob: float = 0.5) -> RuleThresholds:
     """Per-class thresholds of a rule (a ``RULES`` name or a ``RuleSpec``) from aggregates only."""
     if isinstance(rule, str):
@@ -618,15 +622,14 @@ def rule_thresholds(rule: str | RuleSpec, inputs: RuleInputs, *, prob: float = 0
             if rule.fallback == "class-mean":
                 tau_w = cutoffs_to_tau(fit(inputs.hist_weak, space).cutoff) if rule.ph == "weak-gmm" \
                     else inputs.mean_weak
-                ph = {"weak-gmm": "weak", "weak-mean": "weak", "argmax": "argmax",
-                      "weak-mean+argmax": "weak+argmax"}[rule.ph]
+                ph = _PH[rule.ph]
                 return RuleThresholds(tau_s, tau_w, "strong", noise, argmax=rule.argmax, ph=ph, today=missed,
                                       today_tau=(inputs.mean_strong, inputs.mean_weak))
     if rule.ph == "both":
         tau_w = inputs.mean_weak if rule.strong == "mean" else cutoffs_to_tau(fit(inputs.hist_weak, space).cutoff)
         return RuleThresholds(tau_s, tau_w, "both", noise)
     tau_w = cutoffs_to_tau(fit(inputs.hist_weak, space).cutoff) if rule.ph == "weak-gmm" else inputs.mean_weak
-    ph = {"weak-gmm": "weak", "weak-mean": "weak", "argmax": "argmax", "weak-mean+argmax": "weak+argmax"}[rule.ph]
+    ph = _PH[rule.ph]
     return RuleThresholds(tau_s, tau_w, "strong", noise, argmax=rule.argmax, ph=ph)
 
 
@@ -646,7 +649,7 @@ def assign_codes(*, rule: str, tau_strong: np.ndarray, tau_weak: np.ndarray, p_s
     if spec.ph == "both":
         return split_class_mean(p_strong=p_strong, p_weak=p_weak, labels=labels, tau_strong=tau_strong,
                                 tau_weak=tau_weak)
-    ph = {"weak-mean": "weak", "weak-gmm": "weak", "argmax": "argmax", "weak-mean+argmax": "weak+argmax"}[spec.ph]
+    ph = _PH[spec.ph]
     out = split_strong(p_strong=p_strong, p_weak=p_weak, labels=labels, tau_strong=tau_strong, tau_weak=tau_weak,
                        pred=pred, argmax=spec.argmax, ph=ph)
     if spec.fallback == "class-mean":
