@@ -1,0 +1,63 @@
+"""Quiet runs: what reaches the terminal and what goes to the log file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from noiseal_ray.console import others_to_log
+
+CHILD = textwrap.dedent(
+    """
+    import logging, os, sys
+    from pathlib import Path
+    from noiseal_ray.console import others_to_log
+
+    log = Path(sys.argv[1]) if sys.argv[1] != "-" else None
+    with others_to_log(log) as console:
+        print("ours: stage done", file=console)
+        os.write(2, b"E core_worker.cc: C++ line written to the descriptor\\n")
+        print("(raylet) WARNING: 8 PYTHON worker processes", flush=True)
+        logging.getLogger("ray").warning("token authentication is enabled")
+        print("ours: second line", file=console)
+    print("after: the command's last words")
+    """
+)
+
+
+def _child(tmp_path, log_arg: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CHILD, log_arg], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=None)
+
+
+def test_quiet_run_shows_only_our_lines_and_keeps_the_rest_in_the_log(tmp_path):
+    log = tmp_path / "logs" / "ray.log"
+    proc = _child(tmp_path, str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["ours: stage done", "ours: second line",
+                                        "after: the command's last words"]
+    assert proc.stderr == ""
+    kept = log.read_text()
+    for line in ("C++ line written to the descriptor", "8 PYTHON worker processes",
+                 "token authentication is enabled"):
+        assert line in kept
+    assert "ours:" not in kept
+
+
+def test_verbose_changes_nothing(tmp_path):
+    proc = _child(tmp_path, "-")
+    assert "ours: stage done" in proc.stdout and "8 PYTHON worker processes" in proc.stdout
+    assert "C++ line" in proc.stderr and "token authentication" in proc.stderr
+
+
+def test_descriptors_come_back_after_an_exception(tmp_path, capfd):
+    log = tmp_path / "ray.log"
+    try:
+        with others_to_log(log):
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    print("visible again")
+    assert "visible again" in capfd.readouterr().out
+    assert "visible again" not in log.read_text()
