@@ -44,3 +44,24 @@ def tiny_encoder(tmp_path_factory) -> str:
     from noiseal_ray.models.strong import make_tiny_encoder_dir
 
     return make_tiny_encoder_dir(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+# The fast tier (`pytest -m "not slow"`, under 5 minutes on 2 cores) keeps every module's logic:
+# the unit tests, the deploy-file checks, the bad-input and fault tests, and one end-to-end run on
+# Ray. These modules start vLLM, a browser, a second Ray node or kill workers, and are "slow";
+# single slow tests elsewhere carry @pytest.mark.slow themselves. CI runs everything.
+SLOW_MODULES = (
+    "tests/llm/",
+    "tests/cluster/",
+    "tests/report/",
+    "tests/ray/test_serve_listen.py",
+    "tests/ray/test_train_local.py",
+    "tests/reliability/test_faults_ray.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        if path.startswith(SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
