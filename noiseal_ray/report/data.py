@@ -72,7 +72,7 @@ def load_run(*, run_dir: str | Path) -> RunData:
     names = [str(n) for n in (metrics.get("label_names") or manifest.get("label_names") or [])]
     final = metrics.get("final", {})
     thr_final = final.get("thresholds") or {k: manifest.get("thresholds", {}).get(k) for k in ("strong", "weak")}
-    labels = label_stats(run / "labels.parquet", names, thr_final)
+    labels = label_stats(path=run / "labels.parquet", names=names, tau=thr_final)
     data = RunData(run=run, config=config, manifest=manifest, metrics=metrics, names=names, labels=labels,
                    has_clean=labels.has_clean and bool(manifest.get("has_clean", True)), hists=[],
                    missing_tables=[])
@@ -83,7 +83,7 @@ def load_run(*, run_dir: str | Path) -> RunData:
     for r in shown:
         # The manifest's history holds the thresholds each round used; older runs kept them per round.
         thr = history[r - 1] if 0 < r <= len(history) else by_round.get(r, {}).get("thresholds")
-        data.hists.append(round_hist(_table_dir(run, r), r, thr))
+        data.hists.append(round_hist(table=_table_dir(run, r), round_no=r, thresholds=thr))
     if data.c > TABLE_MAX:
         data.notes.append(f"the per-class table lists the {TABLE_MAX} largest of {data.c:,} classes")
     if data.c > HEATMAP_MAX:

@@ -52,7 +52,7 @@ def round_tick(r: int, last: int) -> str:
     return "final" if r == last else str(r)
 
 
-def plot_sizes(rounds: list[dict], last: int) -> str:
+def plot_sizes(*, rounds: list[dict], last: int) -> str:
     """Stacked R/P/H bars for every metrics round with ``sizes``; ``last`` is the final partition's round."""
     rs = [e for e in rounds if "sizes" in e]
     fig = _figure(8.5, 3.4)
@@ -76,7 +76,7 @@ def plot_sizes(rounds: list[dict], last: int) -> str:
     return _png(fig)
 
 
-def plot_quality(rounds: list[dict], last: int) -> str | None:
+def plot_quality(*, rounds: list[dict], last: int) -> str | None:
     """Test accuracy and detection/recovery metrics per round; None when the run has neither."""
     test = [(e["round"], e["test_accuracy"]) for e in rounds if e.get("test_accuracy") is not None]
     det = [e for e in rounds if e.get("detection")]
@@ -119,7 +119,7 @@ def plot_quality(rounds: list[dict], last: int) -> str | None:
     return _png(fig)
 
 
-def display_range(hists: list[RoundHist], key: str) -> tuple[int, int]:
+def display_range(*, hists: list[RoundHist], key: str) -> tuple[int, int]:
     """Fine-bin index range [lo, hi) that holds every sample and threshold of ``key``, padded."""
     occupied = np.zeros(FINE_BINS, bool)
     taus = []
@@ -153,7 +153,7 @@ def _rebin(v: np.ndarray, lo: int, hi: int, target: int = 40) -> tuple[np.ndarra
     return counts, edges
 
 
-def plot_confidence(h: RoundHist, ranges: dict[str, tuple[int, int]], *, has_clean: bool, last: int,
+def plot_confidence(*, h: RoundHist, ranges: dict[str, tuple[int, int]], has_clean: bool, last: int,
                     num_classes: int) -> str:
     """The confidence histograms of one round: strong/weak model by partition (and by truth when
     ``has_clean``), over the fine-bin ``ranges`` shared by all rounds, with the thresholds marked."""
@@ -204,7 +204,7 @@ def _top_classes(counts: np.ndarray, cap: int) -> np.ndarray:
     return np.sort(order[:cap]) if len(counts) > cap else np.arange(len(counts))
 
 
-def plot_transition(st: LabelStats, names: list[str]) -> str:
+def plot_transition(*, st: LabelStats, names: list[str]) -> str:
     """Given x final label heatmap of the HEATMAP_MAX largest classes (the rest merged into "other")."""
     keep = _top_classes(st.per_class["n"], HEATMAP_MAX)
     m = st.transition
@@ -240,7 +240,7 @@ def plot_transition(st: LabelStats, names: list[str]) -> str:
     return _png(fig)
 
 
-def plot_noise(st: LabelStats, names: list[str]) -> str:
+def plot_noise(*, st: LabelStats, names: list[str]) -> str:
     """Estimated (and, with clean labels, true) noise per given class, HEATMAP_MAX largest classes."""
     keep = _top_classes(st.per_class["n"], HEATMAP_MAX)
     n = np.maximum(st.per_class["n"][keep], 1)

@@ -28,16 +28,21 @@ def report_figures(*, data: RunData) -> dict[str, object]:
     """The report's plots by name: sizes, quality, transition, noise (a Figure or None each) and
     confidence (a list of Figures, one per round shown)."""
     rounds, last, c = data.rounds, data.last, data.c
-    ranges = {k: figures.display_range(data.hists, k) for k in ("strong", "weak")} if data.hists else {}
-    quality = figures.plot_quality(rounds, last)
+    # One x range per model for every round, so the rounds' histograms can be compared by eye.
+    ranges = {k: figures.display_range(hists=data.hists, key=k) for k in ("strong", "weak")} if data.hists else {}
+    quality = figures.plot_quality(rounds=rounds, last=last)
+    confidence = [Figure(figures.plot_confidence(h=h, ranges=ranges, has_clean=data.has_clean, last=last,
+                                                 num_classes=c), f"confidence histograms, round {h.round_no}")
+                  for h in data.hists]
     return {
-        "sizes": Figure(figures.plot_sizes(rounds, last), "R/P/H sizes per round") if data.part_rounds else None,
+        "sizes": (Figure(figures.plot_sizes(rounds=rounds, last=last), "R/P/H sizes per round")
+                  if data.part_rounds else None),
         "quality": Figure(quality, "test accuracy and detection metrics per round") if quality else None,
-        "confidence": [Figure(figures.plot_confidence(h, ranges, has_clean=data.has_clean, last=last, num_classes=c),
-                              f"confidence histograms, round {h.round_no}") for h in data.hists],
-        "transition": Figure(figures.plot_transition(data.labels, data.names),
-                             "given to final label transition matrix") if c else None,
-        "noise": Figure(figures.plot_noise(data.labels, data.names), "estimated noise per class") if c else None,
+        "confidence": confidence,
+        "transition": (Figure(figures.plot_transition(st=data.labels, names=data.names),
+                              "given to final label transition matrix") if c else None),
+        "noise": (Figure(figures.plot_noise(st=data.labels, names=data.names), "estimated noise per class")
+                  if c else None),
     }
 
 

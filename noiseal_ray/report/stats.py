@@ -36,7 +36,7 @@ class RoundHist:
     tau_weak: np.ndarray | None = None
 
 
-def round_hist(table: Path, round_no: int, thresholds: dict | None) -> RoundHist:
+def round_hist(*, table: Path, round_no: int, thresholds: dict | None) -> RoundHist:
     """Histograms of round ``round_no``'s table (rounds/r{n}/table/) with its ``thresholds``
     ({"strong": [...], "weak": [...]} or None)."""
     edges = np.linspace(0.0, 1.0, FINE_BINS + 1)
@@ -88,7 +88,7 @@ class LabelStats:
     n_hard: int = 0
 
 
-def label_stats(path: Path, names: list[str], tau: dict | None) -> LabelStats:
+def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats:
     """Aggregate labels.parquet at ``path``; ``names`` are the C label names (their order gives
     the codes), ``tau`` the final thresholds ({"strong": [...], "weak": [...]} or None)."""
     import pandas as pd

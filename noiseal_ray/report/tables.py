@@ -99,7 +99,8 @@ def corrections_table(*, data: RunData) -> tuple[list[str], list[ReviewRow]]:
     if data.labels.corrections is not None:
         for _, r in data.labels.corrections.iterrows():
             rows.append(ReviewRow(
-                id=text(r["id"]), text=short_text(r["text"]), given=text(r["given_label"]), final=text(r["final_label"]),
+                id=text(r["id"]), text=short_text(r["text"]), given=text(r["given_label"]),
+                final=text(r["final_label"]),
                 part=text(r["partition"]), source=text(r["source"]),
                 scores=(num(r["confidence"]), num(r["p_strong"]), num(r["p_weak"])),
                 truth=_truth(r["final_label"], r.get("clean_label")) if data.has_clean else None))
@@ -114,7 +115,8 @@ def doubtful_table(*, data: RunData) -> tuple[list[str], list[ReviewRow]]:
     if data.labels.doubtful is not None:
         for _, r in data.labels.doubtful.iterrows():
             rows.append(ReviewRow(
-                id=text(r["id"]), text=short_text(r["text"]), given=text(r["given_label"]), final=text(r["final_label"]),
+                id=text(r["id"]), text=short_text(r["text"]), given=text(r["given_label"]),
+                final=text(r["final_label"]),
                 scores=(num(r["p_strong"]), num(r["p_weak"]), num(r["distance"])),
                 taus=(num(r["tau_strong"]), num(r["tau_weak"])),
                 truth=_truth(r["given_label"], r.get("clean_label")) if data.has_clean else None))
