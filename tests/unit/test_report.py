@@ -340,6 +340,59 @@ def test_report_escapes_untrusted_text(full_run):
     assert doc.count("<script>") == 1
 
 
+def test_report_escapes_config_values(tmp_path):
+    """Paths and model names from config.yaml are text too: quotes, ampersands and tags come out escaped."""
+    import yaml
+
+    from noiseal_ray.report import build_report
+
+    run = make_run(tmp_path / "r", n=60, rounds=0, xss=False)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg.update(data='/d/"x" & <script>y</script>.csv', strong_model="<i>m</i>&'q'", annotator="llm",
+               llm_model="<b>llm</b>")
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("data", None)  # the report prefers metrics.json's data path; this one has none
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    doc = build_report(run_dir=run)
+    assert "<script>y" not in doc and "<i>m</i>" not in doc and "<b>llm</b>" not in doc
+    assert "&lt;script&gt;y&lt;/script&gt;" in doc and "&lt;i&gt;m&lt;/i&gt;&amp;" in doc
+    rd = ReportDoc(doc)
+    assert rd.kv["data"] == '/d/"x" & <script>y</script>.csv'
+    assert rd.kv["strong model"] == "<i>m</i>&'q'"
+    assert rd.kv["annotator"] == "llm (<b>llm</b>)"
+
+
+def test_escaping_checks_fail_without_autoescape(tmp_path, monkeypatch):
+    """The escaping checks above bite: the same report rendered with autoescape off lets the markup through."""
+    from noiseal_ray.report import build_report, render
+
+    env = render.environment()
+    assert env.autoescape is True
+    unescaped = env.overlay(autoescape=False)
+    monkeypatch.setattr(render, "environment", lambda: unescaped)
+    doc = build_report(run_dir=make_run(tmp_path / "r", n=60, rounds=0))
+    assert XSS in doc and "<b>bold</b>&co" in doc
+
+
+def test_templates_are_flat_and_never_trust_markup():
+    """pyproject ships ``noiseal_ray/templates/*`` (no subfolders), and no template marks a value |safe."""
+    root = Path(__file__).resolve().parents[2] / "noiseal_ray" / "templates"
+    files = list(root.iterdir())
+    assert files and all(f.is_file() for f in files), files
+    for f in files:
+        code = re.sub(r"\{#.*?#\}", "", f.read_text(), flags=re.S)  # comments may say why there is no |safe
+        assert not re.search(r"\|\s*safe\b|autoescape\s+false", code), f.name
+
+
+def test_number_formats():
+    from noiseal_ray.report.fmt import duration, num, pct
+
+    assert (pct(0.1234), pct(None), pct(float("nan")), pct(1.0)) == ("12.3%", "–", "–", "100.0%")
+    assert (num(0.5), num(np.int64(1234)), num(2.0), num(None), num("x")) == ("0.500", "1,234", "2.000", "–", "x")
+    assert (duration(59.94), duration(61), duration(3725), duration(None)) == ("59.9 s", "1 min 1 s", "1 h 2 min", "–")
+
+
 def test_report_without_clean_labels_test_data_or_annotator(tmp_path):
     from noiseal_ray.report import build_report
 
