@@ -35,26 +35,32 @@ class RunData:
 
     @property
     def rounds(self) -> list[dict]:
+        """metrics.json's per-round entries (warm-up 0, rounds 1..R, final R + 1)."""
         return self.metrics.get("rounds", [])
 
     @property
     def final(self) -> dict:
+        """metrics.json's final block ({} when absent)."""
         return self.metrics.get("final", {})
 
     @property
     def n_rounds(self) -> int:
+        """The configured number of NoiseAL rounds (config.yaml ``rounds``)."""
         return int(self.config.get("rounds") or 0)
 
     @property
     def last(self) -> int:
+        """The round number of the final partition: n_rounds + 1."""
         return self.n_rounds + 1
 
     @property
     def c(self) -> int:
+        """The number of classes C."""
         return len(self.names)
 
     @property
     def n(self) -> int:
+        """The number of samples: metrics.json's ``rows``, else the rows labels.parquet holds."""
         return int(self.metrics.get("rows") or self.labels.rows or 0)
 
     @property

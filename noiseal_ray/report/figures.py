@@ -9,21 +9,26 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from noiseal_ray.report.limits import CLEAN_COLORS, FINE_BINS, HEATMAP_MAX, PART_COLORS, PART_LABELS, PART_NAMES
 from noiseal_ray.report.stats import LabelStats, RoundHist
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def _figure(w: float, h: float):
+
+def _figure(w: float, h: float) -> Figure:
     """A blank figure of w x h inches at the report's resolution."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(w, h), dpi=110, layout="constrained")
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     """``fig`` rendered as PNG, base64-encoded."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -40,14 +45,14 @@ def _mpl_text(s: str, n: int = 24) -> str:
     return s.replace("\\", "\\\\").replace("$", r"\$")
 
 
-def _style(ax) -> None:
+def _style(ax: Axes) -> None:
     """The report's axes look: no top/right spines, a light horizontal grid behind the data."""
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", color="#e0e0e0", linewidth=0.8)
     ax.set_axisbelow(True)
 
 
-def round_tick(r: int, last: int) -> str:
+def _round_tick(r: int, last: int) -> str:
     """A round's axis label: its number, or "final" for the partition after the last round (``last``)."""
     return "final" if r == last else str(r)
 
@@ -67,7 +72,7 @@ def plot_sizes(*, rounds: list[dict], last: int) -> str:
             if t and val / t > 0.06:
                 ax.text(xi, b + val / 2, f"{int(val):,}", ha="center", va="center", color="white", fontsize=9)
         bottom += v
-    ax.set_xticks(x, [round_tick(e["round"], last) for e in rs])
+    ax.set_xticks(x, [_round_tick(e["round"], last) for e in rs])
     ax.set_xlabel("round (partition before that round's training; 'final' = after the last one)")
     ax.set_ylabel("samples")
     ax.set_title("R / P / H sizes per round")
@@ -109,7 +114,7 @@ def plot_quality(*, rounds: list[dict], last: int) -> str | None:
             ys = [get(e) for e in det]
             ys = [np.nan if y is None else y for y in ys]
             ax.plot(xs, ys, marker=marker, color=color, label=name, linestyle="--" if marker is None else "-")
-        ax.set_xticks(xs, [round_tick(e["round"], last) for e in det])
+        ax.set_xticks(xs, [_round_tick(e["round"], last) for e in det])
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("round")
         ax.set_ylabel("fraction")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -11,14 +12,14 @@ from noiseal_ray.report.limits import TEXT_CHARS
 DASH = "–"  # what a missing number reads as
 
 
-def pct(x, digits: int = 1) -> str:
+def pct(x: float | None, *, digits: int = 1) -> str:
     """A fraction as a percentage, ``0.1234`` -> ``"12.3%"``; None/NaN -> the dash."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return DASH
     return f"{100 * x:.{digits}f}%"
 
 
-def num(x, digits: int = 3) -> str:
+def num(x: Any, *, digits: int = 3) -> str:
     """A score with ``digits`` decimals; an integer count with thousands separators; None/NaN -> dash;
     anything that is not a number, as its text."""
     if x is None:
@@ -34,7 +35,7 @@ def num(x, digits: int = 3) -> str:
     return f"{f:.{digits}f}"
 
 
-def count(x) -> str:
+def count(x: int | np.integer) -> str:
     """An integer count with thousands separators: ``1234`` -> ``"1,234"``."""
     return f"{int(x):,}"
 
@@ -51,17 +52,17 @@ def duration(s: float | None) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
 
 
-def short_text(t) -> str:
+def short_text(t: Any) -> str:
     """A sample's text cut to TEXT_CHARS characters (an ellipsis marks the cut); None -> ""."""
     t = "" if t is None else str(t)
     return t if len(t) <= TEXT_CHARS else t[: TEXT_CHARS - 1] + "…"
 
 
-def is_missing(x) -> bool:
+def is_missing(x: Any) -> bool:
     """True for None and float NaN (how pandas hands back a missing cell)."""
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def text(x) -> str:
+def text(x: Any) -> str:
     """Any value from the run as text; None -> ""."""
     return "" if x is None else str(x)

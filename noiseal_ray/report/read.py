@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def read_config(run: Path) -> dict:
         raise InputError(f"cannot read {run / 'config.yaml'}: {exc}") from None
 
 
-def iter_batches(path: Path, columns: list[str], batch_size: int = 65536) -> Iterator:
+def iter_batches(path: Path, columns: list[str], batch_size: int = 65536) -> Iterator[Any]:
     """Record batches of a parquet directory (or file), restricted to ``columns`` present."""
     import pyarrow.dataset as pads
 
@@ -62,7 +63,7 @@ def parquet_columns(path: Path) -> list[str]:
     return list(pads.dataset(str(path), format="parquet").schema.names)
 
 
-def label_codes(values, index: dict[str, int]) -> np.ndarray:
+def label_codes(values: Any, *, index: dict[str, int]) -> np.ndarray:
     """Label strings (arrow or list) -> int64 codes of shape (len(values),); -1 for null/unknown."""
     import pandas as pd
 

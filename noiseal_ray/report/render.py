@@ -10,10 +10,14 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from noiseal_ray.report import figures, summary, tables
 from noiseal_ray.report.data import RunData, load_run
 from noiseal_ray.report.limits import PART_NAMES
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def report_context(*, data: RunData) -> dict[str, object]:
 
 
 @functools.cache
-def environment():
+def environment() -> jinja2.Environment:
     """The Jinja environment of templates/ (package data, so it loads from an installed wheel too).
 
     Autoescape is on for every template: run data (texts, ids, label names, paths) is untrusted.

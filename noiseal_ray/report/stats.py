@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from noiseal_ray.report.limits import CLEAN_COLORS, FINE_BINS, PART_NAMES, TOP_ROWS
 from noiseal_ray.report.read import iter_batches, label_codes, parquet_columns
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LABEL_COLUMNS = ["id", "text", "given_label", "final_label", "partition", "llm_label", "llm_logprob", "p_strong",
                  "p_weak", "pred_label", "pred_prob", "changed", "clean_label"]
@@ -79,11 +83,11 @@ class LabelStats:
 
     c: int
     has_clean: bool
+    transition: np.ndarray
+    per_class: dict[str, np.ndarray]
     rows: int = 0
-    transition: np.ndarray = None
-    per_class: dict[str, np.ndarray] = None
-    corrections: object = None
-    doubtful: object = None
+    corrections: pd.DataFrame | None = None
+    doubtful: pd.DataFrame | None = None
     n_changed: int = 0
     n_hard: int = 0
 
@@ -95,9 +99,8 @@ def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats
 
     c = len(names)
     index = {n: i for i, n in enumerate(names)}
-    st = LabelStats(c=c, has_clean="clean_label" in parquet_columns(path))
-    st.transition = np.zeros((c, c), np.int64)
-    st.per_class = {k: np.zeros(c, np.int64) for k in PER_CLASS_KEYS}
+    st = LabelStats(c=c, has_clean="clean_label" in parquet_columns(path), transition=np.zeros((c, c), np.int64),
+                    per_class={k: np.zeros(c, np.int64) for k in PER_CLASS_KEYS})
     ts = np.asarray((tau or {}).get("strong") or [np.nan], dtype=np.float64)
     tw = np.asarray((tau or {}).get("weak") or [np.nan], dtype=np.float64)
     corr, doubt = [], []
@@ -119,12 +122,12 @@ def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats
     return st
 
 
-def _count_batch(st: LabelStats, df, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _count_batch(st: LabelStats, df: pd.DataFrame, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Add one batch to ``st``'s counts; returns its given-label codes and changed mask, both (n,)."""
     c = st.c
     st.rows += len(df)
-    g = label_codes(df["given_label"], index)
-    f = label_codes(df["final_label"], index)
+    g = label_codes(df["given_label"], index=index)
+    f = label_codes(df["final_label"], index=index)
     ok = (g >= 0) & (f >= 0)
     np.add.at(st.transition, (g[ok], f[ok]), 1)
     part = df["partition"].astype(str).to_numpy()
@@ -135,7 +138,7 @@ def _count_batch(st: LabelStats, df, index: dict[str, int]) -> tuple[np.ndarray,
     st.per_class["changed"] += np.bincount(g[(g >= 0) & changed], minlength=c)
     st.n_changed += int(changed.sum())
     if st.has_clean:
-        k = label_codes(df["clean_label"], index)
+        k = label_codes(df["clean_label"], index=index)
         known = (g >= 0) & (k >= 0)
         st.per_class["known"] += np.bincount(g[known], minlength=c)
         st.per_class["noisy"] += np.bincount(g[known & (k != g)], minlength=c)
@@ -143,7 +146,7 @@ def _count_batch(st: LabelStats, df, index: dict[str, int]) -> tuple[np.ndarray,
     return g, changed
 
 
-def _top_corrections(ch):
+def _top_corrections(ch: pd.DataFrame) -> pd.DataFrame:
     """The TOP_ROWS most confident of the changed rows ``ch``, with ``source`` and ``confidence``.
 
     Confidence is the annotator's (exp of its log-probability) for P rows it relabeled, else the
@@ -155,7 +158,7 @@ def _top_corrections(ch):
     return ch.nlargest(TOP_ROWS, "confidence")
 
 
-def _most_doubtful(hard, given: np.ndarray, ts: np.ndarray, tw: np.ndarray):
+def _most_doubtful(hard: pd.DataFrame, given: np.ndarray, ts: np.ndarray, tw: np.ndarray) -> pd.DataFrame:
     """The TOP_ROWS H rows ``hard`` closest to the thresholds of their given class (codes ``given``):
     distance = max(|p_strong - tau_strong|, |p_weak - tau_weak|); one threshold applies to all when
     ``ts``/``tw`` hold a single (global) value."""

@@ -89,7 +89,7 @@ def classes_table(*, data: RunData) -> Table:
     return Table(headers, rows)
 
 
-def _truth(checked, clean) -> Truth | None:
+def _truth(checked: object, clean: object) -> Truth | None:
     return None if is_missing(clean) else Truth(str(clean), checked == clean)
 
 
