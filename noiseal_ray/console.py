@@ -56,3 +56,45 @@ def others_to_log(log_path: Path | None) -> Iterator[TextIO]:
         os.close(log_fd)
         if console is not sys.stdout:
             console.close()
+
+
+class Terminal:
+    """Our lines, and on a terminal a live line for the stage that is running.
+
+    On a terminal (``stream.isatty()``) a running stage shows as a spinner with its name and the
+    time spent so far (rich), and finished stages print above it; in a log or a pipe every line is
+    plain text, written once. ``line`` may be called from the driver thread only.
+    """
+
+    def __init__(self, *, stream: TextIO | None = None):
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._bar = None
+        self._task = None
+
+    def line(self, text: str) -> None:
+        """Print one finished line (above the live stage line on a terminal)."""
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def begin(self, label: str) -> None:
+        """A stage starts: a live spinner on a terminal, a ``label ...`` line elsewhere."""
+        if not self.live:
+            self.line(f"{label} ...")
+            return
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.end()
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                             console=Console(file=self.stream), transient=True)
+        self._task = self._bar.add_task(label, total=None)
+        self._bar.start()
+
+    def end(self) -> None:
+        """The running stage is over (its ``done`` line comes through ``line``)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None

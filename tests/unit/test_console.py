@@ -61,3 +61,36 @@ def test_descriptors_come_back_after_an_exception(tmp_path, capfd):
     print("visible again")
     assert "visible again" in capfd.readouterr().out
     assert "visible again" not in log.read_text()
+
+
+def test_a_log_gets_plain_lines_once(tmp_path):
+    import io
+
+    from noiseal_ray.console import Terminal
+
+    out = io.StringIO()
+    term = Terminal(stream=out)
+    term.begin("  score with both models")
+    term.end()
+    term.line("  score with both models done in 1.0s")
+    assert out.getvalue().splitlines() == ["  score with both models ...", "  score with both models done in 1.0s"]
+
+
+def test_a_terminal_gets_a_live_stage_line_and_the_finished_lines(tmp_path):
+    import io
+
+    from noiseal_ray.console import Terminal
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    term = Terminal(stream=out)
+    term.begin("  train 2 epoch(s)")
+    term.line("  a note while it runs")
+    term.end()
+    term.line("  train 2 epoch(s) done in 3.0s")
+    text = out.getvalue()
+    assert "a note while it runs" in text and text.rstrip().endswith("train 2 epoch(s) done in 3.0s")
+    assert "train 2 epoch(s) ..." not in text  # the spinner replaces the "..." line
