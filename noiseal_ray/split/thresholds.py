@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from noiseal_ray.partition import class_means
+from noiseal_ray.partition import class_means, means_from_sums
 from noiseal_ray.split.assign import split_class_mean, split_strong
 from noiseal_ray.split.gmm import budget_cutoffs, cutoffs_to_tau, gmm_cutoffs
 from noiseal_ray.split.histogram import LOSS_EDGES, hist_sums
@@ -44,11 +44,9 @@ class RuleInputs:
         """From the summed ``hist_sums`` rows (leading axis summed away, as ``score.reduce_sum``
         returns them)."""
         cnt = np.asarray(tot["count"], dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ms = np.where(cnt > 0, tot["sum_strong"] / np.maximum(cnt, 1), np.nan)
-            mw = np.where(cnt > 0, tot["sum_weak"] / np.maximum(cnt, 1), np.nan)
-            dis = np.where(cnt > 0, tot["disagree"] / np.maximum(cnt, 1), np.nan) if "disagree" in tot \
-                else np.full(cnt.shape, np.nan)
+        ms = means_from_sums(tot["sum_strong"], cnt)
+        mw = means_from_sums(tot["sum_weak"], cnt)
+        dis = means_from_sums(tot["disagree"], cnt) if "disagree" in tot else np.full(cnt.shape, np.nan)
         ms = np.where(np.isnan(ms), np.nanmean(ms), ms)
         mw = np.where(np.isnan(mw), np.nanmean(mw), mw)
         return cls(hist_strong=tot["hist_strong"], hist_weak=tot["hist_weak"], mean_strong=ms, mean_weak=mw,
