@@ -13,7 +13,7 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((pred[known] == truth[known]).mean())
 
 
-def f1_score(precision: float | None, recall: float | None) -> float:
+def f1_score(*, precision: float | None, recall: float | None) -> float:
     """Harmonic mean of ``precision`` and ``recall``; 0.0 when either is unknown (None or NaN) or
     both are 0."""
     if precision is None or recall is None:
@@ -32,7 +32,7 @@ def detector_scores(*, hits: float, flagged: float | None,
     """
     precision = hits / flagged if flagged else None
     recall = hits / wrong if wrong else None
-    return precision, recall, f1_score(precision, recall)
+    return precision, recall, f1_score(precision=precision, recall=recall)
 
 
 def detection(*, flagged: np.ndarray, given: np.ndarray, clean: np.ndarray) -> dict[str, float]:

@@ -107,4 +107,5 @@ def class_means(ds, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, n
     if not per_class:
         n = counts.sum()
         return np.array([t["strong"].sum() / n]), np.array([t["weak"].sum() / n]), counts.astype(np.int64)
-    return means_from_sums(t["strong"], counts), means_from_sums(t["weak"], counts), counts.astype(np.int64)
+    return (means_from_sums(sums=t["strong"], counts=counts), means_from_sums(sums=t["weak"], counts=counts),
+            counts.astype(np.int64))

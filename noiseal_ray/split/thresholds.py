@@ -44,9 +44,9 @@ class RuleInputs:
         """From the summed ``hist_sums`` rows (leading axis summed away, as ``score.reduce_sum``
         returns them)."""
         cnt = np.asarray(tot["count"], dtype=np.float64)
-        ms = means_from_sums(tot["sum_strong"], cnt)
-        mw = means_from_sums(tot["sum_weak"], cnt)
-        dis = means_from_sums(tot["disagree"], cnt) if "disagree" in tot else np.full(cnt.shape, np.nan)
+        ms = means_from_sums(sums=tot["sum_strong"], counts=cnt)
+        mw = means_from_sums(sums=tot["sum_weak"], counts=cnt)
+        dis = means_from_sums(sums=tot["disagree"], counts=cnt) if "disagree" in tot else np.full(cnt.shape, np.nan)
         ms = np.where(np.isnan(ms), np.nanmean(ms), ms)
         mw = np.where(np.isnan(mw), np.nanmean(mw), mw)
         return cls(hist_strong=tot["hist_strong"], hist_weak=tot["hist_weak"], mean_strong=ms, mean_weak=mw,
