@@ -1,4 +1,4 @@
-"""Noise-adaptive split rules (noiseal_ray/split.py) on generated scores with KNOWN noise."""
+"""Noise-adaptive split rules (the noiseal_ray/split package) on generated scores with KNOWN noise."""
 
 import numpy as np
 import pytest
