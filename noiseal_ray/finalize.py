@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from noiseal_ray.metrics import detector_scores
 from noiseal_ray.partition import CODES
 
 
@@ -71,11 +72,9 @@ def summarise(counts: dict[str, int]) -> dict:
                          "queries": counts["annotated_now"] - counts["cached_now"]},
            "truncated": counts["truncated"], "changed": counts["changed"]}
     if counts.get("known"):
-        p = ratio("flagged_wrong", "flagged")
-        r = ratio("flagged_wrong", "wrong")
-        out["detection"] = {"precision": p, "recall": r,
-                            "f1": (2 * p * r / (p + r)) if p and r else 0.0,
-                            "p_precision": ratio("p_wrong", "p_flagged")}
+        p, r, f1 = detector_scores(hits=counts.get("flagged_wrong"), flagged=counts.get("flagged"),
+                                   wrong=counts.get("wrong"))
+        out["detection"] = {"precision": p, "recall": r, "f1": f1, "p_precision": ratio("p_wrong", "p_flagged")}
         out["recovery"] = {"given_accuracy": ratio("given_right", "known"),
                            "final_accuracy": ratio("final_right", "known"),
                            "fixed": ratio("fixed", "wrong"),
@@ -84,7 +83,7 @@ def summarise(counts: dict[str, int]) -> dict:
         if "changed_known" in counts:  # absent from summaries a version without it stored
             # The label changes themselves as a detector of wrong labels: what the user acts on, unlike
             # P and H, which also hold samples whose given label the run keeps.
-            cp = ratio("changed_wrong", "changed_known")
-            cr = ratio("changed_wrong", "wrong")
-            out["correction"] = {"precision": cp, "recall": cr, "f1": (2 * cp * cr / (cp + cr)) if cp and cr else 0.0}
+            cp, cr, cf1 = detector_scores(hits=counts.get("changed_wrong"), flagged=counts.get("changed_known"),
+                                          wrong=counts.get("wrong"))
+            out["correction"] = {"precision": cp, "recall": cr, "f1": cf1}
     return out

@@ -13,6 +13,28 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((pred[known] == truth[known]).mean())
 
 
+def f1_score(*, precision: float | None, recall: float | None) -> float:
+    """Harmonic mean of ``precision`` and ``recall``; 0.0 when either is unknown (None or NaN) or
+    both are 0."""
+    if precision is None or recall is None:
+        return 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def detector_scores(*, hits: float, flagged: float | None,
+                    wrong: float | None) -> tuple[float | None, float | None, float]:
+    """(precision, recall, F1) of a detector of wrong labels from counts.
+
+    ``hits``: flagged rows whose label is wrong; ``flagged``: rows flagged; ``wrong``: rows whose
+    label is wrong. Precision hits / flagged and recall hits / wrong are None when their count is
+    0 (or None); F1 is ``f1_score`` of the two. One function for ``detection`` (per row) and the
+    per-round summaries (summed counts), so both report the same numbers.
+    """
+    precision = hits / flagged if flagged else None
+    recall = hits / wrong if wrong else None
+    return precision, recall, f1_score(precision=precision, recall=recall)
+
+
 def detection(*, flagged: np.ndarray, given: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     """Precision/recall/F1 of ``flagged`` (bool, (n,)) as a detector of wrong labels.
 
@@ -21,11 +43,9 @@ def detection(*, flagged: np.ndarray, given: np.ndarray, clean: np.ndarray) -> d
     known = clean >= 0
     wrong = (given != clean) & known
     f = flagged & known
-    tp = float((f & wrong).sum())
-    precision = tp / f.sum() if f.sum() else float("nan")
-    recall = tp / wrong.sum() if wrong.sum() else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1,
+    precision, recall, f1 = detector_scores(hits=float((f & wrong).sum()), flagged=f.sum(), wrong=wrong.sum())
+    return {"precision": float("nan") if precision is None else precision,
+            "recall": float("nan") if recall is None else recall, "f1": f1,
             "flagged": int(f.sum()), "wrong": int(wrong.sum()), "known": int(known.sum())}
 
 

@@ -60,12 +60,17 @@ class ThresholdState:
         return s
 
 
+def means_from_sums(*, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``sums / counts`` elementwise (any shape, e.g. (C,)), NaN where ``counts`` is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def class_means(values: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
     """Mean of ``values`` per given class, shape (C,), NaN for an absent class."""
     sums = np.bincount(labels, weights=values, minlength=num_classes)
     counts = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return means_from_sums(sums=sums, counts=counts)
 
 
 def accept(p: np.ndarray, labels: np.ndarray, tau: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from noiseal_ray.partition import means_from_sums
+
 SCORE_COLUMNS = ("p_strong", "p_weak", "pred", "pred_prob", "probs", "embedding", "truncated")
 
 
@@ -105,7 +107,5 @@ def class_means(ds, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, n
     if not per_class:
         n = counts.sum()
         return np.array([t["strong"].sum() / n]), np.array([t["weak"].sum() / n]), counts.astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ms = np.where(counts > 0, t["strong"] / np.maximum(counts, 1), np.nan)
-        mw = np.where(counts > 0, t["weak"] / np.maximum(counts, 1), np.nan)
-    return ms, mw, counts.astype(np.int64)
+    return (means_from_sums(sums=t["strong"], counts=counts), means_from_sums(sums=t["weak"], counts=counts),
+            counts.astype(np.int64))

@@ -7,170 +7,20 @@ partition and annotator labels arrive as dataset columns (``part``, ``llm_label`
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-TRAIN_COLUMNS = ["text", "label", "part", "llm_label"]
 STATE = "train_state.json"
-
-
-def _save_optim(opt, path: str) -> None:
-    """Adam(W) state as safetensors (no pickle): exp_avg/exp_avg_sq/step per parameter index."""
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            t = v if torch.is_tensor(v) else torch.tensor(float(v))
-            tensors[f"{i}.{k}"] = t.detach().cpu().contiguous().clone()
-    save_file(tensors, path)
-
-
-def _load_optim(opt, path: str) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    flat = load_file(path)
-    state: dict[int, dict[str, Any]] = {}
-    for key, t in flat.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = t
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    del torch
-
-
-def train_loop(config: dict) -> None:
-    """Per-worker train function (Ray Train). Keys of ``config``: see ``TrainSpec``."""
-    import ray.train
-    import torch
-    import transformers
-
-    from noiseal_ray.losses import noiseal_loss
-    from noiseal_ray.models.bundle import encode, load_bundle, save_bundle, set_threads
-
-    transformers.logging.set_verbosity_error()
-    set_threads(config.get("threads"))
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    start_dir = config["init_dir"]
-    start_epoch = 0
-    ckpt = ray.train.get_checkpoint()
-    ckpt_cm = ckpt.as_directory() if ckpt is not None else None
-    if ckpt_cm is not None:
-        # Restored after a failure or a driver restart: continue after the last finished epoch.
-        start_dir = ckpt_cm.__enter__()
-        start_epoch = json.loads(Path(start_dir, STATE).read_text())["epochs_done"]
-    bundle = load_bundle(start_dir)
-    device = ray.train.torch.get_device()
-    strong = ray.train.torch.prepare_model(bundle.strong)
-    weak = ray.train.torch.prepare_model(bundle.weak)
-    opt_s = torch.optim.AdamW(strong.parameters(), lr=config["strong_lr"])
-    opt_w = torch.optim.AdamW(weak.parameters(), lr=config["weak_lr"])
-    for opt, name in ((opt_s, "optim_strong.safetensors"), (opt_w, "optim_weak.safetensors")):
-        p = Path(start_dir, name)
-        if p.is_file():
-            _load_optim(opt, str(p))
-    if ckpt_cm is not None:
-        ckpt_cm.__exit__(None, None, None)
-
-    def head_of(m):
-        return m.module.head if hasattr(m, "module") else m.head
-
-    shard = ray.train.get_dataset_shard("train")
-    per_worker = per_worker_batch(batch_size=config["batch_size"], workers=ctx.get_world_size())
-    c = bundle.num_classes
-    weights = tuple(config["loss_weights"])
-    for epoch in range(start_epoch, config["epochs"]):
-        t0 = time.time()
-        # Set every epoch (also after a restore): the rate is a function of the epoch alone.
-        factor = lr_factor(epoch=epoch, **{k: config[k] for k in ("lr_schedule", "epoch_offset", "total_epochs")
-                                           if k in config})
-        for opt, key in ((opt_s, "strong_lr"), (opt_w, "weak_lr")):
-            for group in opt.param_groups:
-                group["lr"] = config[key] * factor
-        torch.manual_seed(config["seed"] * 100_003 + epoch * 101 + rank)
-        strong.train()
-        weak.train()
-        sums = {"strong": 0.0, "weak": 0.0, "r": 0.0, "p": 0.0, "h": 0.0}
-        steps = 0
-        rows = 0
-        for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy",
-                                        local_shuffle_buffer_size=config.get("shuffle_buffer", 2048),
-                                        local_shuffle_seed=config["seed"] * 7919 + epoch * 31 + rank):
-            ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
-            ids, mask = ids.to(device), mask.to(device)
-            labels = torch.as_tensor(np.array(batch["label"], dtype=np.int64), device=device)
-            part = torch.as_tensor(np.array(batch["part"], dtype=np.int64), device=device)
-            llm = torch.as_tensor(np.array(batch["llm_label"], dtype=np.int64), device=device)
-            for key, model, opt in (("strong", strong, opt_s), ("weak", weak, opt_w)):
-                logits, emb = model(ids, mask)
-                parts = noiseal_loss(emb=emb, logits=logits, head=head_of(model), labels=labels, llm_labels=llm,
-                                     part=part, num_classes=c, rce_a=config["rce_a"],
-                                     alpha=config["embmix_alpha"], t=config["sharpen_t"], weights=weights)
-                opt.zero_grad(set_to_none=True)
-                parts.total.backward()
-                opt.step()
-                sums[key] += float(parts.total.detach())
-                if key == "strong":
-                    sums["r"] += parts.r
-                    sums["p"] += parts.p
-                    sums["h"] += parts.h
-            steps += 1
-            rows += len(batch["label"])
-        metrics = {"epoch": epoch + 1, "steps": steps, "lr_factor": factor, "rows_rank0": rows, "seconds": time.time() - t0,
-                   **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}
-        if rank == 0 and config.get("has_test") and epoch + 1 == config["epochs"]:
-            # Rank 0 evaluates the clean test set with the model in memory: no extra actors.
-            # The unwrapped module: a DDP forward on one rank alone would wait for the others.
-            metrics["test_accuracy"] = _evaluate(getattr(strong, "module", strong), bundle,
-                                                 ray.train.get_dataset_shard("test"), device)
-        if rank == 0:
-            tmp = tempfile.mkdtemp(prefix="noiseal-ckpt-")
-            try:
-                out = Path(tmp) / "bundle"
-                bundle.strong = strong.module if hasattr(strong, "module") else strong
-                bundle.weak = weak.module if hasattr(weak, "module") else weak
-                save_bundle(bundle, out)
-                _save_optim(opt_s, str(out / "optim_strong.safetensors"))
-                _save_optim(opt_w, str(out / "optim_weak.safetensors"))
-                (out / STATE).write_text(json.dumps({"epochs_done": epoch + 1}))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
-            finally:
-                # Ray Train copied the checkpoint into storage; in local mode (num_workers=0)
-                # it keeps this path, so the folder must outlive the report.
-                if not config.get("local_mode"):
-                    shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            ray.train.report(metrics, checkpoint=None)
-
-
-def _evaluate(model, bundle, shard, device) -> float:
-    """Accuracy of ``model`` on a dataset shard with columns text, label."""
-    import torch
-
-    from noiseal_ray.models.bundle import encode
-
-    model.eval()
-    right = total = 0
-    with torch.inference_mode():
-        for batch in shard.iter_batches(batch_size=128, batch_format="numpy"):
-            ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
-            logits, _ = model(ids.to(device), mask.to(device))
-            pred = logits.argmax(-1).cpu().numpy()
-            right += int((pred == np.asarray(batch["label"])).sum())
-            total += len(pred)
-    return right / max(total, 1)
+# Optimizer state inside a checkpoint, per model.
+OPTIM_FILES = {"strong": "optim_strong.safetensors", "weak": "optim_weak.safetensors"}
 
 
 @dataclass
@@ -237,27 +87,244 @@ def lr_factor(*, epoch: int, lr_schedule: str = "linear", epoch_offset: int = 0,
     return max(0.0, 1.0 - (epoch_offset + epoch) / total_epochs)
 
 
+def _save_optim(opt, path: str) -> None:
+    """Adam(W) state as safetensors (no pickle): exp_avg/exp_avg_sq/step per parameter index."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(float(v))
+            tensors[f"{i}.{k}"] = t.detach().cpu().contiguous().clone()
+    save_file(tensors, path)
+
+
+def _load_optim(opt, path: str) -> None:
+    """Inverse of ``_save_optim``: the state goes into ``opt`` (built for the same parameters)."""
+    from safetensors.torch import load_file
+
+    flat = load_file(path)
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = t
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+@dataclass
+class WorkerSpec(TrainSpec):
+    """What each Ray Train worker runs: a ``TrainSpec`` plus what ``fit`` knows of the trainer."""
+
+    has_test: bool = False  # rank 0 evaluates the "test" dataset shard after the last epoch
+    local_mode: bool = False  # num_workers=0: Ray Train keeps the checkpoint folder it is given
+    shuffle_buffer: int = 2048  # rows of Ray Data's local shuffle buffer
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "WorkerSpec":
+        """The spec in Ray Train's ``train_loop_config`` dict; keys that are no field are ignored
+        (test wrappers add their own)."""
+        names = {f.name for f in fields(cls)}
+        spec = cls(**{k: v for k, v in config.items() if k in names})
+        spec.loss_weights = tuple(spec.loss_weights)
+        return spec
+
+    def to_config(self) -> dict[str, Any]:
+        """The ``train_loop_config`` dict Ray Train hands each worker (read back by ``from_config``)."""
+        config = {f.name: getattr(self, f.name) for f in fields(self)}
+        config["loss_weights"] = list(self.loss_weights)
+        return config
+
+
+def train_loop(config: dict) -> None:
+    """Per-worker train function (Ray Train's ``train_loop_per_worker``): ``config`` is the dict
+    ``fit`` passed as ``train_loop_config``, read into a ``WorkerSpec`` once, here."""
+    run_worker(WorkerSpec.from_config(config))
+
+
+@dataclass
+class _Trainees:
+    """One worker's models (DDP-wrapped when there are workers) and their optimizers."""
+
+    bundle: Any  # models.bundle.Bundle: tokenizer, max_length, num_classes, unwrapped models
+    strong: Any
+    weak: Any
+    opt_strong: Any
+    opt_weak: Any
+    device: Any
+
+    def pairs(self) -> tuple[tuple[str, Any, Any], ...]:
+        """(name, model, optimizer) of the strong, then the weak model."""
+        return (("strong", self.strong, self.opt_strong), ("weak", self.weak, self.opt_weak))
+
+
+def _unwrap(model: Any) -> Any:
+    """The module inside a DDP wrapper (the model itself when not wrapped)."""
+    return getattr(model, "module", model)
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Train ``spec.epochs`` epochs on this worker, from the last checkpoint when Ray Train hands
+    one over; rank 0 reports a checkpoint (bundle, optimizer state, epochs done) every epoch."""
+    import ray.train
+    import transformers
+
+    from noiseal_ray.models.bundle import set_threads
+
+    transformers.logging.set_verbosity_error()
+    set_threads(spec.threads)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    m, start_epoch = _restore(spec)
+    shard = ray.train.get_dataset_shard("train")
+    per_worker = per_worker_batch(batch_size=spec.batch_size, workers=ctx.get_world_size())
+    for epoch in range(start_epoch, spec.epochs):
+        metrics = _train_epoch(spec, m, epoch=epoch, rank=rank, shard=shard, per_worker=per_worker)
+        if rank == 0 and spec.has_test and epoch + 1 == spec.epochs:
+            # Rank 0 evaluates the clean test set with the model in memory: no extra actors.
+            # The unwrapped module: a DDP forward on one rank alone would wait for the others.
+            metrics["test_accuracy"] = _evaluate(_unwrap(m.strong), m.bundle,
+                                                 ray.train.get_dataset_shard("test"), m.device)
+        if rank == 0:
+            _report_checkpoint(spec, m, epoch=epoch, metrics=metrics)
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+def _restore(spec: WorkerSpec) -> tuple[_Trainees, int]:
+    """Models and optimizers from the checkpoint Ray Train hands over (after a failure or a driver
+    restart: continue after its last finished epoch), else from ``spec.init_dir`` at epoch 0."""
+    import ray.train
+    import torch
+
+    from noiseal_ray.models.bundle import load_bundle
+
+    ckpt = ray.train.get_checkpoint()
+    source = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(spec.init_dir)
+    with source as start_dir:
+        start_epoch = json.loads(Path(start_dir, STATE).read_text())["epochs_done"] if ckpt is not None else 0
+        bundle = load_bundle(start_dir)
+        device = ray.train.torch.get_device()
+        strong = ray.train.torch.prepare_model(bundle.strong)
+        weak = ray.train.torch.prepare_model(bundle.weak)
+        opt_s = torch.optim.AdamW(strong.parameters(), lr=spec.strong_lr)
+        opt_w = torch.optim.AdamW(weak.parameters(), lr=spec.weak_lr)
+        for opt, name in ((opt_s, OPTIM_FILES["strong"]), (opt_w, OPTIM_FILES["weak"])):
+            p = Path(start_dir, name)
+            if p.is_file():
+                _load_optim(opt, str(p))
+    return _Trainees(bundle=bundle, strong=strong, weak=weak, opt_strong=opt_s, opt_weak=opt_w,
+                     device=device), start_epoch
+
+
+def _train_epoch(spec: WorkerSpec, m: _Trainees, *, epoch: int, rank: int, shard: Any,
+                 per_worker: int) -> dict:
+    """One epoch of both models over this worker's shard; returns the epoch's metrics."""
+    import torch
+
+    from noiseal_ray.losses import noiseal_loss
+    from noiseal_ray.models.bundle import encode
+
+    t0 = time.time()
+    # Set every epoch (also after a restore): the rate is a function of the epoch alone.
+    factor = spec.lr_factor(epoch)
+    for opt, base_lr in ((m.opt_strong, spec.strong_lr), (m.opt_weak, spec.weak_lr)):
+        for group in opt.param_groups:
+            group["lr"] = base_lr * factor
+    torch.manual_seed(spec.seed * 100_003 + epoch * 101 + rank)
+    m.strong.train()
+    m.weak.train()
+    sums = {"strong": 0.0, "weak": 0.0, "r": 0.0, "p": 0.0, "h": 0.0}
+    steps = 0
+    rows = 0
+    bundle, device = m.bundle, m.device
+    for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy",
+                                    local_shuffle_buffer_size=spec.shuffle_buffer,
+                                    local_shuffle_seed=spec.seed * 7919 + epoch * 31 + rank):
+        ids, mask, _ = encode(bundle.tokenizer, [str(x) for x in batch["text"]], max_length=bundle.max_length)
+        ids, mask = ids.to(device), mask.to(device)
+        labels = torch.as_tensor(np.array(batch["label"], dtype=np.int64), device=device)
+        part = torch.as_tensor(np.array(batch["part"], dtype=np.int64), device=device)
+        llm = torch.as_tensor(np.array(batch["llm_label"], dtype=np.int64), device=device)
+        for key, model, opt in m.pairs():
+            logits, emb = model(ids, mask)
+            parts = noiseal_loss(emb=emb, logits=logits, head=_unwrap(model).head, labels=labels, llm_labels=llm,
+                                 part=part, num_classes=bundle.num_classes, rce_a=spec.rce_a,
+                                 alpha=spec.embmix_alpha, t=spec.sharpen_t, weights=spec.loss_weights)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            opt.step()
+            sums[key] += float(parts.total.detach())
+            if key == "strong":
+                sums["r"] += parts.r
+                sums["p"] += parts.p
+                sums["h"] += parts.h
+        steps += 1
+        rows += len(batch["label"])
+    return {"epoch": epoch + 1, "steps": steps, "lr_factor": factor, "rows_rank0": rows, "seconds": time.time() - t0,
+            **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}
+
+
+def _report_checkpoint(spec: WorkerSpec, m: _Trainees, *, epoch: int, metrics: dict) -> None:
+    """Rank 0: write bundle, optimizer state and ``epochs_done`` to a folder; report it."""
+    import ray.train
+
+    from noiseal_ray.models.bundle import save_bundle
+
+    tmp = tempfile.mkdtemp(prefix="noiseal-ckpt-")
+    try:
+        out = Path(tmp) / "bundle"
+        m.bundle.strong = _unwrap(m.strong)
+        m.bundle.weak = _unwrap(m.weak)
+        save_bundle(m.bundle, out)
+        _save_optim(m.opt_strong, str(out / OPTIM_FILES["strong"]))
+        _save_optim(m.opt_weak, str(out / OPTIM_FILES["weak"]))
+        (out / STATE).write_text(json.dumps({"epochs_done": epoch + 1}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
+    finally:
+        # Ray Train copied the checkpoint into storage; in local mode (num_workers=0)
+        # it keeps this path, so the folder must outlive the report.
+        if not spec.local_mode:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _evaluate(model, bundle, shard, device) -> float:
+    """Accuracy of ``model`` on a dataset shard with columns text, label."""
+    import torch
+
+    from noiseal_ray.models.bundle import encode
+
+    model.eval()
+    right = total = 0
+    with torch.inference_mode():
+        for batch in shard.iter_batches(batch_size=128, batch_format="numpy"):
+            ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
+            logits, _ = model(ids.to(device), mask.to(device))
+            pred = logits.argmax(-1).cpu().numpy()
+            right += int((pred == np.asarray(batch["label"])).sum())
+            total += len(pred)
+    return right / max(total, 1)
+
+
 def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
         max_failures: int, out_dir: str, test_dataset=None, train_loop_fn=None,
         placement_strategy: str = "PACK") -> dict:
     """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return rank 0's metrics
     (losses, and ``test_accuracy`` when ``test_dataset`` with columns text, label is given).
 
-    ``dataset``: Ray Dataset with TRAIN_COLUMNS. Re-running with the same ``name`` and
+    ``dataset``: Ray Dataset with columns text, label, part, llm_label. Re-running with the same ``name`` and
     ``storage_path`` resumes from the fit's last checkpoint (Ray Train's own behaviour).
     ``placement_strategy``: Ray's placement of the worker bundles (PACK, SPREAD, STRICT_*).
     """
-    import shutil
-
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from noiseal_ray.data.io import replace_dir
 
-    config = dict(spec.__dict__)
-    config["loss_weights"] = list(spec.loss_weights)
-    config["has_test"] = test_dataset is not None
-    config["local_mode"] = workers == 0
+    config = WorkerSpec(**{f.name: getattr(spec, f.name) for f in fields(TrainSpec)},
+                        has_test=test_dataset is not None, local_mode=workers == 0).to_config()
     datasets = {"train": dataset}
     if test_dataset is not None:
         datasets["test"] = test_dataset

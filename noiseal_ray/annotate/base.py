@@ -7,7 +7,7 @@ plain Python objects; annotators never see Ray. Label ids are indices into ``lab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,14 @@ def gate_answer(answer: Answer, *, min_logprob: float | None) -> tuple[int | Non
     if answer.logprob < min_logprob:
         return None, f"low_logprob: {answer.logprob:.3f} < {min_logprob}"
     return answer.label, answer.error
+
+
+@dataclass(frozen=True)
+class AnnotatorSpec:
+    """What an actor needs to build an annotator: its kind and plain, picklable options."""
+
+    kind: str  # "none" | "knn" | "llm"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class Annotator(Protocol):

@@ -7,19 +7,12 @@ yields travels to Ray Data actors, which call ``make_annotator`` there.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
-from noiseal_ray.annotate.base import Annotator
+from noiseal_ray.annotate.base import Annotator, AnnotatorSpec
 from noiseal_ray.config import RunConfig
 
-
-@dataclass(frozen=True)
-class AnnotatorSpec:
-    """What an actor needs to build an annotator: its kind and plain, picklable options."""
-
-    kind: str  # "none" | "knn" | "llm"
-    options: dict[str, Any] = field(default_factory=dict)
+__all__ = ["AnnotatorSpec", "annotator_backend", "make_annotator"]
 
 
 def make_annotator(spec: AnnotatorSpec) -> Annotator | None:
@@ -43,7 +36,7 @@ def annotator_backend(*, config: RunConfig, run_dir: str) -> Iterator[AnnotatorS
     if config.annotator != "llm":
         yield AnnotatorSpec(kind=config.annotator)
         return
-    from noiseal_ray.annotate.llm import llm_backend
+    from noiseal_ray.annotate.llm_backend import llm_backend
 
     with llm_backend(config=config, run_dir=run_dir) as spec:
         yield spec

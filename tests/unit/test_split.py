@@ -1,4 +1,4 @@
-"""Noise-adaptive split rules (noiseal_ray/split.py) on generated scores with KNOWN noise."""
+"""Noise-adaptive split rules (the noiseal_ray/split package) on generated scores with KNOWN noise."""
 
 import numpy as np
 import pytest
@@ -200,3 +200,9 @@ def test_fallback_to_class_mean_where_the_mixture_misses_the_noise():
     assert np.array_equal(assign_codes(**args, today=fbt.today), got)
     with pytest.raises(ValueError, match="today"):
         assign_codes(**args)
+
+
+def test_every_named_rule_has_a_spec():
+    from noiseal_ray.split.table import SPECS
+
+    assert set(RULES) == set(SPECS)
