@@ -176,6 +176,8 @@ def _header(grid: Grid, *, command: dict, out_rel: str, run_info: dict) -> list[
 
 
 def _quality_sections(records: list[dict]) -> list[str]:
+    if not T.ok_quality(records):
+        return ["## Denoising quality", "", "No cell has a successful record yet.", ""]
     cells = T.cells(records)
     summary = T.summary(cells)
     paired = T.paired(records)
@@ -192,7 +194,7 @@ def _quality_sections(records: list[dict]) -> list[str]:
         f"clear margin = ahead in every seed, at least two seeds, mean Δ more than one s.d. above zero; F1 beats = "
         f"NoiseAL's detection F1 above the baseline's; within {T.CLEAN_GAP_POINTS:g} of clean = at most "
         f"{T.CLEAN_GAP_POINTS:g} points below the clean upper bound at 20% noise.", "",
-        markdown(margins_table(margins)), "",
+        markdown(margins_table(margins)) if len(margins) else "No method shares a seed with a baseline yet.", "",
         "### Test accuracy per fit (mean over seeds)", "", markdown(rounds_table(T.rounds(records), summary)), "",
         "### NoiseAL per round (each run)", "",
         markdown(_strings(T.noiseal_rounds(records), {"R": 0, "P": 0, "H": 0, "round": 0})), "",
