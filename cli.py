@@ -34,7 +34,7 @@ app.command("predict")(_predict.predict)
 app.command("serve")(_serve.serve)
 app.command("report")(_report.report)
 app.command("export")(_export.export)
-app.command("bench")(_bench.bench)
+app.command("bench", context_settings=_bench.SETTINGS, add_help_option=False)(_bench.bench)
 app.add_typer(_models.app, name="models")
 
 

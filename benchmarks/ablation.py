@@ -26,7 +26,10 @@ def main() -> None:
     ap.add_argument("--noise", default="asym"); ap.add_argument("--rate", type=float, default=0.4)
     ap.add_argument("--method", default="noiseal")  # base | noiseal
     ap.add_argument("--warmup", type=int, default=1); ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--thr", default="mean")  # mean | gmm
+    # Only the pipeline's EMA class-mean thresholds exist here: "gmm" used to be accepted and silently
+    # trained plain cross-entropy (no partition at all), so it is refused rather than mislabelled.
+    ap.add_argument("--thr", default="mean", choices=["mean"],
+                    help="partition thresholds: mean (EMA of per-class mean probabilities); a GMM split is not implemented")
     ap.add_argument("--pol", default="knn")  # annotator for P
     ap.add_argument("--maxlen", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)

@@ -120,7 +120,7 @@ def start_work(work: Path, *, fresh: bool) -> Path:
 
 def _cached(cell, record: Path) -> dict | None:
     """The cell's finished record at ``record`` when it was made for the cell's current specification."""
-    from benchmarks.report import read_record
+    from benchmarks.records import read_record
 
     if not record.is_file():
         return None
@@ -206,7 +206,7 @@ def backfill_from_labels(out: Path) -> int:
     label-change detection, where the wrong labels end, broken vs fixed) to NoiseAL records made
     before they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
     from benchmarks.methods import FROM_LABELS as derived
-    from benchmarks.report import read_record
+    from benchmarks.records import read_record
     from noiseal_ray.data.io import atomic_write_text
 
     done = 0
@@ -234,14 +234,23 @@ def run_speed(grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] 
     return speed.run_all(grid.speed, out=out, data_root=data_root, fresh=fresh, names=names)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="noiseal-ray benchmarks: quality grid + speed, then RESULTS.md")
+def parser(*, prog: str | None = None) -> argparse.ArgumentParser:
+    """The bench command line, shared by ``python -m benchmarks.run`` and ``noiseal-ray bench``."""
     from benchmarks.grid import GRIDS
 
-    p.add_argument("--grid", default="smoke", choices=sorted(GRIDS))
-    p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/<grid>]")
-    p.add_argument("--results", default=None,
-                   help="Markdown to write [default: benchmarks/RESULTS.md for trec, benchmarks/RESULTS-GRID.md otherwise]")
+    def grid_name(name: str) -> str:
+        if name not in GRIDS:
+            raise argparse.ArgumentTypeError(f"--grid must be one of {', '.join(sorted(GRIDS))}")
+        return name
+
+    p = argparse.ArgumentParser(prog=prog, description="noiseal-ray benchmarks: quality grid + speed, then RESULTS.md")
+    p.add_argument("--grid", default="smoke", type=grid_name,
+                   help="smoke (plumbing and a first look, under 15 minutes) | trec (the headline claims, about 9 hours "
+                        "on 2 cores) | real (real rule-based noise, Hausa, about an hour) | breadth (NoisyAG-News and "
+                        "SST-2, about 70 minutes) | full (days)")
+    p.add_argument("--out", default=None, help="work folder for records and runs [default: benchmarks/out/GRID]")
+    p.add_argument("--results", default=None, help="Markdown to write, CSV and JSON go to results/ beside it "
+                   "[default: benchmarks/RESULTS.md for trec, benchmarks/RESULTS-GRID.md otherwise]")
     p.add_argument("--data-root", default=None, help="datasets folder [default: <repo>/../shared/data]")
     p.add_argument("--only", choices=["quality", "speed", "report"], default=None,
                    help="run one part only (report: render from existing records)")
@@ -251,66 +260,105 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--speed", default=None, help="comma-separated speed benchmarks to run: scoring,round_scaling,ddp")
     p.add_argument("--keep-models", action="store_true",
                    help="keep each finished cell's checkpoints and weights (GBs a cell) instead of deleting them")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m benchmarks.run") -> int:
+    """Parse the bench command line and run it; ``prog`` names the command in the rendered report."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(prog=prog).parse_args(argv)
     return bench(grid=args.grid, out=args.out, results=args.results, data_root=args.data_root, only=args.only,
                  fresh=args.fresh, keep_models=args.keep_models, cells=set(args.cells.split(",")) if args.cells else None,
-                 speed_names=set(args.speed.split(",")) if args.speed else None, argv=list(argv) if argv is not None else sys.argv[1:])
+                 speed_names=set(args.speed.split(",")) if args.speed else None,
+                 command=f"{prog} " + " ".join(argv))
+
+
+def check_dependencies(*, methods: set[str], only: str | None) -> None:
+    """Stop before any cell runs, in one line, when the grid or the report lacks a package of the
+    'bench' extra."""
+    import importlib.util
+
+    from benchmarks.report import required_modules
+    from noiseal_ray.errors import ConfigError
+
+    needed = required_modules(sorted(methods) if only != "report" else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"noiseal-ray bench needs {', '.join(missing)} (the 'bench' extra): run scripts/setup.sh, "
+                          "or pip install 'noiseal-ray[bench]'")
+
+
+def _canonical(*, grid: str, out: str | None, results: str | None, data_root: str | None) -> str:
+    """The command that regenerates a grid's report (no --only/--cells)."""
+    opts = (("--out", out), ("--results", results), ("--data-root", data_root))
+    return " ".join([f"noiseal-ray bench --grid {grid}", *(f"{k} {v}" for k, v in opts if v)])
 
 
 def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = None, data_root: str | None = None,
-          only: str | None = None, fresh: bool = False, keep_models: bool = False, cells: set[str] | None = None, speed_names: set[str] | None = None, argv: list[str] | None = None, command: str | None = None) -> int:
+          only: str | None = None, fresh: bool = False, keep_models: bool = False, cells: set[str] | None = None,
+          speed_names: set[str] | None = None, command: str | None = None) -> int:
+    """Run a grid's parts (all, or ``only`` one) and render its report from the records."""
     from benchmarks.grid import DEFAULT_DATA_ROOT, HEADLINE, get_grid
-    from noiseal_ray.data.io import atomic_write_text
 
     g = get_grid(grid)
+    check_dependencies(methods={c.method for c in g.cells}, only=only)
     out_p = Path(out) if out else REPO / "benchmarks" / "out" / grid
     if not out_p.is_absolute():
         out_p = Path.cwd() / out_p
     results_p = Path(results) if results else REPO / "benchmarks" / ("RESULTS.md" if grid == HEADLINE else f"RESULTS-{grid}.md")
-    root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
-    out_p.mkdir(parents=True, exist_ok=True)
-    run_info_path = out_p / "run_info.json"
-    info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
-    info.setdefault("parts", {})
-    if only != "report":
-        info["env"] = environment()
-        # Recorded before any cell runs: a grid stopped half-way still says where it ran.
-        atomic_write_text(run_info_path, json.dumps(info, indent=2))
-    if only != "report":
-        from noiseal_ray.pipeline import configure_data_context
+    # CSV and JSON beside the Markdown: a --results elsewhere must not overwrite the committed ones.
+    csv_json_dir = results_p.parent / "results"
+    info = {} if only == "report" else run_parts(g, out=out_p, data_root=Path(data_root) if data_root else DEFAULT_DATA_ROOT,
+                                                 only=only, fresh=fresh, keep_models=keep_models, cells=cells,
+                                                 speed_names=speed_names)
+    from benchmarks import records as R, report
 
-        t0 = time.time()
-        load0 = os.getloadavg()
-        # One Ray for the whole grid: run_pipeline and fit join it.
-        with own_ray(workers=2):
-            configure_data_context()
-            if only in (None, "quality"):
-                run_quality(g, out=out_p, data_root=root, fresh=fresh, only_keys=cells, keep_models=keep_models)
-                info["parts"]["quality"] = {"seconds": time.time() - t0, "load_avg_start": load0,
-                                            "load_avg_end": os.getloadavg()}
-            if only in (None, "speed"):
-                t1, load1 = time.time(), os.getloadavg()
-                run_speed(g, out=out_p, data_root=root, fresh=fresh, names=speed_names)
-                info["parts"]["speed"] = {"seconds": time.time() - t1, "load_avg_start": load1,
-                                          "load_avg_end": os.getloadavg()}
-        # Another part may have run concurrently into the same folder: merge, do not overwrite.
-        latest = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
-        latest.setdefault("parts", {}).update(info["parts"])
-        latest["env"] = info["env"]
-        info = latest
-        atomic_write_text(run_info_path, json.dumps(info, indent=2))
-    from benchmarks import report  # imported late: a long run picks up the current renderer
-
-    backfill_from_labels(out_p)
-    records = report.load_records(out_p)
-    # The canonical regenerating command (no --only/--cells), and the one that rendered this file.
-    canon = f"noiseal-ray bench --grid {grid}" + (f" --out {out}" if out else "") + (f" --results {results}" if results else "") \
-        + (f" --data-root {data_root}" if data_root else "")
-    cmd = {"regenerate": canon, "rendered_by": command or "python -m benchmarks.run " + " ".join(argv or [f"--grid {grid}"])}
-    report.write_all(records=records, grid=g, results=results_p, csv_json_dir=REPO / "benchmarks" / "results",
-                     command=cmd, run_info=info, out_rel=_rel(out_p))
+    if out_p.is_dir():
+        backfill_from_labels(out_p)
+    recs = R.load_records(out_p)
+    if not recs and only == "report":  # the work folder is gone: the records the last report saved
+        recs, info = R.committed(csv_json_dir / f"results-{grid}.json")
+    elif out_p.joinpath("run_info.json").is_file():
+        info = json.loads(out_p.joinpath("run_info.json").read_text())
+    cmd = {"regenerate": _canonical(grid=grid, out=out, results=results, data_root=data_root),
+           "rendered_by": command or f"python -m benchmarks.run --grid {grid}"}
+    report.write_all(records=recs, grid=g, results=results_p, csv_json_dir=csv_json_dir, command=cmd,
+                     run_info=info, out_rel=_rel(out_p))
     print(f"wrote {_rel(results_p)}", flush=True)
     return 0
+
+
+def run_parts(g, *, out: Path, data_root: Path, only: str | None, fresh: bool, keep_models: bool,
+              cells: set[str] | None, speed_names: set[str] | None) -> dict:
+    """Run the grid's quality cells and speed measurements in one private Ray; returns the run information."""
+    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.pipeline import configure_data_context
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_info_path = out / "run_info.json"
+    info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
+    info.setdefault("parts", {})
+    info["env"] = environment()
+    # Recorded before any cell runs: a grid stopped half-way still says where it ran.
+    atomic_write_text(run_info_path, json.dumps(info, indent=2))
+    with own_ray(workers=2):  # one Ray for the whole grid: run_pipeline and fit join it
+        configure_data_context()
+        if only in (None, "quality"):
+            t0, load0 = time.time(), os.getloadavg()
+            run_quality(g, out=out, data_root=data_root, fresh=fresh, only_keys=cells, keep_models=keep_models)
+            info["parts"]["quality"] = {"seconds": time.time() - t0, "load_avg_start": load0,
+                                        "load_avg_end": os.getloadavg()}
+        if only in (None, "speed"):
+            t1, load1 = time.time(), os.getloadavg()
+            run_speed(g, out=out, data_root=data_root, fresh=fresh, names=speed_names)
+            info["parts"]["speed"] = {"seconds": time.time() - t1, "load_avg_start": load1,
+                                      "load_avg_end": os.getloadavg()}
+    # Another part may have run concurrently into the same folder: merge, do not overwrite.
+    latest = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
+    latest.setdefault("parts", {}).update(info["parts"])
+    latest["env"] = info["env"]
+    atomic_write_text(run_info_path, json.dumps(latest, indent=2))
+    return latest
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.grid import DATASETS, SEMANTICS, SpeedSpec
-from benchmarks.report import read_record
+from benchmarks.records import read_record
 from noiseal_ray.data.io import atomic_write_text
 
 
