@@ -48,12 +48,14 @@ class ThresholdState:
         return self.beta * prev + (1.0 - self.beta) * mean
 
     def to_dict(self) -> dict:
+        """JSON-ready form (lists, not arrays), read back by ``from_dict``."""
         return {"beta": self.beta, "per_class": self.per_class,
                 "strong": None if self.strong is None else self.strong.tolist(),
                 "weak": None if self.weak is None else self.weak.tolist(), "history": self.history}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ThresholdState":
+        """Inverse of ``to_dict``."""
         s = cls(beta=d["beta"], per_class=d["per_class"], history=list(d.get("history", [])))
         s.strong = None if d.get("strong") is None else np.asarray(d["strong"], dtype=np.float64)
         s.weak = None if d.get("weak") is None else np.asarray(d["weak"], dtype=np.float64)

@@ -7,9 +7,14 @@ truncated (the text was longer than max_length tokens).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import numpy as np
 
 from noiseal_ray.partition import means_from_sums
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 SCORE_COLUMNS = ("p_strong", "p_weak", "pred", "pred_prob", "probs", "embedding", "truncated")
 
@@ -35,6 +40,7 @@ class Scorer:
         self.torch = torch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``batch`` (columns text, optionally label) with ``SCORE_COLUMNS`` added (replaced if present)."""
         torch = self.torch
         from noiseal_ray.models.bundle import encode
 
@@ -77,7 +83,7 @@ class Scorer:
         return out
 
 
-def reduce_sum(ds, fn, **fn_kwargs) -> dict[str, np.ndarray]:
+def reduce_sum(ds: Dataset, fn: Callable[..., dict[str, np.ndarray]], **fn_kwargs: Any) -> dict[str, np.ndarray]:
     """Distributed aggregate: ``fn`` maps each batch to one row of partial sums (arrays of fixed
     shape); the driver adds up those rows, one per batch, never the data itself."""
     total: dict[str, np.ndarray] = {}
@@ -96,7 +102,7 @@ def _class_sums(batch: dict, *, num_classes: int) -> dict:
             "weak": np.bincount(y, weights=batch["p_weak"], minlength=num_classes)[None, :]}
 
 
-def class_means(ds, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def class_means(ds: Dataset, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean p_strong and p_weak per given class (or globally) by distributed aggregation.
 
     Returns (mean_strong, mean_weak, counts); per_class: shapes (C,), NaN for an absent class;

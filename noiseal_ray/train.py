@@ -14,9 +14,15 @@ import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from ray.data import DataIterator, Dataset
+
+    from noiseal_ray.models.bundle import Bundle
 
 STATE = "train_state.json"
 # Optimizer state inside a checkpoint, per model.
@@ -87,7 +93,7 @@ def lr_factor(*, epoch: int, lr_schedule: str = "linear", epoch_offset: int = 0,
     return max(0.0, 1.0 - (epoch_offset + epoch) / total_epochs)
 
 
-def _save_optim(opt, path: str) -> None:
+def _save_optim(opt: torch.optim.Optimizer, path: str) -> None:
     """Adam(W) state as safetensors (no pickle): exp_avg/exp_avg_sq/step per parameter index."""
     import torch
     from safetensors.torch import save_file
@@ -100,7 +106,7 @@ def _save_optim(opt, path: str) -> None:
     save_file(tensors, path)
 
 
-def _load_optim(opt, path: str) -> None:
+def _load_optim(opt: torch.optim.Optimizer, path: str) -> None:
     """Inverse of ``_save_optim``: the state goes into ``opt`` (built for the same parameters)."""
     from safetensors.torch import load_file
 
@@ -219,7 +225,7 @@ def _restore(spec: WorkerSpec) -> tuple[_Trainees, int]:
                      device=device), start_epoch
 
 
-def _train_epoch(spec: WorkerSpec, m: _Trainees, *, epoch: int, rank: int, shard: Any,
+def _train_epoch(spec: WorkerSpec, m: _Trainees, *, epoch: int, rank: int, shard: DataIterator,
                  per_worker: int) -> dict:
     """One epoch of both models over this worker's shard; returns the epoch's metrics."""
     import torch
@@ -290,7 +296,7 @@ def _report_checkpoint(spec: WorkerSpec, m: _Trainees, *, epoch: int, metrics: d
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _evaluate(model, bundle, shard, device) -> float:
+def _evaluate(model: torch.nn.Module, bundle: Bundle, shard: DataIterator, device: torch.device) -> float:
     """Accuracy of ``model`` on a dataset shard with columns text, label."""
     import torch
 
@@ -308,15 +314,16 @@ def _evaluate(model, bundle, shard, device) -> float:
     return right / max(total, 1)
 
 
-def fit(*, spec: TrainSpec, dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
-        max_failures: int, out_dir: str, test_dataset=None, train_loop_fn=None,
-        placement_strategy: str = "PACK") -> dict:
+def fit(*, spec: TrainSpec, dataset: Dataset, workers: int, use_gpu: bool, name: str, storage_path: str,
+        max_failures: int, out_dir: str, test_dataset: Dataset | None = None,
+        train_loop_fn: Callable[[dict], None] | None = None, placement_strategy: str = "PACK") -> dict:
     """Run one TorchTrainer fit and copy its final bundle to ``out_dir``; return rank 0's metrics
     (losses, and ``test_accuracy`` when ``test_dataset`` with columns text, label is given).
 
     ``dataset``: Ray Dataset with columns text, label, part, llm_label. Re-running with the same ``name`` and
     ``storage_path`` resumes from the fit's last checkpoint (Ray Train's own behaviour).
     ``placement_strategy``: Ray's placement of the worker bundles (PACK, SPREAD, STRICT_*).
+    ``train_loop_fn``: the per-worker function (default ``train_loop``; tests wrap it).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -79,7 +79,7 @@ class Annotator(Protocol):
     name: str
 
     def annotate(self, *, queries: Sequence[Query], label_names: Sequence[str]) -> list[Answer]:
-        ...
+        """One ``Answer`` per query, in the order of ``queries``."""
 
 
 @dataclass
@@ -93,6 +93,7 @@ class AnnotatorStats:
     errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, answers: Sequence[Answer]) -> None:
+        """Count ``answers``; errors are counted by their kind (the text before the first ':')."""
         for a in answers:
             self.requested += 1
             if a.cached:

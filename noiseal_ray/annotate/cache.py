@@ -66,6 +66,7 @@ class AnswerCache:
         return len(self._entries)
 
     def get(self, key: str) -> CachedAnswer | None:
+        """The stored answer for ``key`` (see ``answer_key``), or None."""
         return self._entries.get(key)
 
     def _load(self) -> None:

@@ -18,6 +18,7 @@ class KnnAnnotator:
     name = "knn"
 
     def annotate(self, *, queries: Sequence[Query], label_names: Sequence[str]) -> list[Answer]:
+        """One answer per query, in order, from its demonstrations alone (``label_names`` unused)."""
         answers: list[Answer] = []
         for q in queries:
             votes: dict[int, float] = {}

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -26,21 +26,27 @@ from noiseal_ray.errors import ConfigError
 from noiseal_ray.models.strong import StrongModel, resolve_encoder
 from noiseal_ray.models.weak import BiLSTM
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 META = "noiseal_model.json"
 FORMAT_VERSION = 1
 
 
 @dataclass
 class Bundle:
+    """The models and what they need to read text: tokenizer, label names (id = index), max_length."""
+
     strong: StrongModel
     weak: BiLSTM | None
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     label_names: list[str]
     max_length: int
     weak_sizes: dict
 
     @property
     def num_classes(self) -> int:
+        """C, the number of labels (the heads' output width)."""
         return len(self.label_names)
 
 
@@ -122,7 +128,8 @@ def load_bundle(path: str | Path, *, with_weak: bool = True) -> Bundle:
                   max_length=int(meta["max_length"]), weak_sizes=dict(meta["weak"]))
 
 
-def encode(tokenizer, texts: Sequence[str], *, max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *,
+           max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tokenize, padded to the longest text in the batch (not max_length: CPU time is length).
 
     Returns input_ids (B, L), attention_mask (B, L) and truncated (B,) bool.

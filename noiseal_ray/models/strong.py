@@ -58,12 +58,15 @@ class StrongModel(nn.Module):
         self.emb_dim = dim
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embedding (B, D): the encoder's last hidden states (B, L, D) averaged over the
+        unmasked tokens of ``attention_mask`` (B, L)."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         h = out.last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), emb (B, D)) for token ids and mask of shape (B, L)."""
         emb = self.embed(input_ids, attention_mask)
         return self.head(emb), emb
 

@@ -13,6 +13,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class BiLSTM(nn.Module):
+    """Token embedding + one bidirectional LSTM layer + masked mean pooling + linear head."""
+
     def __init__(self, *, vocab_size: int, num_classes: int, embed_dim: int = 128, hidden: int = 128,
                  pad_id: int = 0):
         super().__init__()
@@ -22,6 +24,7 @@ class BiLSTM(nn.Module):
         self.emb_dim = 2 * hidden
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), emb (B, 2 * hidden)) for token ids and mask of shape (B, L)."""
         lengths = attention_mask.sum(1).clamp_min(1).cpu()
         x = self.embedding(input_ids)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
