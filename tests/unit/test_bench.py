@@ -609,3 +609,12 @@ def test_every_committed_report_re_renders_from_its_records(grid, tmp_path):
                               if (r["dataset"], r["setting"], r["method"]) == (row["dataset"], row["setting"], row["method"])])
         assert row["acc_last_mean"] == pytest.approx(m) and report.fmt(m, sd, scale=100.0, decimals=1) in text
     assert not (tmp_path / "gone").exists()
+
+
+def test_ablation_refuses_a_gmm_threshold_it_does_not_implement(capsys):
+    from benchmarks.ablation import parse_args
+
+    assert parse_args([]).thr == "mean"
+    with pytest.raises(SystemExit):
+        parse_args(["--thr", "gmm"])  # used to run plain cross-entropy under the name "gmm"
+    assert "invalid choice: 'gmm'" in capsys.readouterr().err
