@@ -12,6 +12,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO / ".." / "shared" / "data"
@@ -139,6 +143,7 @@ def _clean_cells(datasets, *, seeds, train_rows, test_rows, training) -> tuple[C
 
 
 def smoke() -> Grid:
+    """The plumbing and a first look: 1,000 TREC rows at 40% asymmetric noise, one seed, three methods."""
     training = Training(warmup_epochs=1, rounds=2, max_length=32, workers=2, cleanlab_folds=2)
     # Sized to finish in under 15 minutes on 2 cores from nothing (the cells take about 13.5): round
     # scaling (5.5 minutes) and the DDP epoch (1.5) are left to the trec grid. Fewer rows would save
@@ -154,6 +159,7 @@ def smoke() -> Grid:
 
 
 def full() -> Grid:
+    """Every dataset and noise setting, three seeds, every method: days on a 2-core machine."""
     training = Training(warmup_epochs=2, rounds=4, max_length=64, workers=2, cleanlab_folds=3)
     settings = [("trec", k, r) for k in ("sym", "asym", "idn") for r in (0.2, 0.4)]
     settings += [("sst2", "asym", 0.4), ("agnews", "asym", 0.4), ("noisyagnews", "real", 0.0),
@@ -239,6 +245,7 @@ HEADLINE = "trec"  # the grid whose report is benchmarks/RESULTS.md
 
 
 def get_grid(name: str) -> Grid:
+    """The grid named ``name`` (one of ``GRIDS``)."""
     if name not in GRIDS:
         raise ValueError(f"unknown grid {name!r}; choose one of {sorted(GRIDS)}")
     return GRIDS[name]()
@@ -248,6 +255,49 @@ def get_grid(name: str) -> Grid:
 # data preparation (shared by every method of a cell)
 # ---------------------------------------------------------------------------------------------
 
+def _subsample(table: pa.Table, *, n: int | None, seed: int) -> pa.Table:
+    """``n`` rows of ``table`` drawn without replacement (in their original order); all when ``n`` is None."""
+    import numpy as np
+    import pyarrow as pa
+
+    if n is None or n >= table.num_rows:
+        return table
+    idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=n, replace=False))
+    return table.take(pa.array(idx))
+
+
+def _as_str(table: pa.Table, cols: dict[str, str]) -> pa.Table:
+    """The columns ``cols`` (new name -> old name) as strings: labels are written as their names."""
+    import pyarrow as pa
+
+    return pa.table({new: pa.array([str(v) for v in table.column(old).to_pylist()], pa.string())
+                     if new != "text" else table.column(old).cast(pa.string()) for new, old in cols.items()})
+
+
+def _write_train(cell: Cell, *, train: pa.Table, has_clean: bool, d: Path) -> tuple[dict, list, list]:
+    """Write ``d/train.parquet`` with the cell's noise; the column roles, given and true labels."""
+    from noiseal_ray.corrupt import corrupt_file
+    from noiseal_ray.data.io import read_table, write_table
+
+    if cell.noise in ("real", "none") and has_clean:
+        write_table(train, d / "train.parquet")
+        # "none" trains on the dataset's own true labels.
+        roles = {"label_col": "label" if cell.noise == "real" else "clean_label", "clean_label_col": "clean_label"}
+        return roles, train.column(roles["label_col"]).to_pylist(), train.column("clean_label").to_pylist()
+    if cell.noise == "real":
+        raise ValueError(f"{cell.dataset} has no clean labels: real-noise cells need them")
+    if cell.noise == "none":
+        write_table(train, d / "train.parquet")
+        given = train.column("label").to_pylist()
+        return {"label_col": "label", "clean_label_col": "label"}, given, given
+    write_table(train, d / "clean.parquet")
+    corrupt_file(data=str(d / "clean.parquet"), out=str(d / "train.parquet"), kind=cell.noise, rate=cell.rate,
+                 seed=cell.seed, text_col="text", label_col="label", noisy_col="noisy_label")
+    t = read_table(str(d / "train.parquet"))
+    return ({"label_col": "noisy_label", "clean_label_col": "label"}, t.column("noisy_label").to_pylist(),
+            t.column("label").to_pylist())
+
+
 def prepare_data(cell: Cell, *, data_root: Path, work: Path) -> dict:
     """Write ``train.parquet`` (text, label[, noisy_label]) and ``test.parquet`` for ``cell``.
 
@@ -256,9 +306,7 @@ def prepare_data(cell: Cell, *, data_root: Path, work: Path) -> dict:
     Returns the column roles for RunConfig / the baselines, plus the realised noise rate.
     """
     import numpy as np
-    import pyarrow as pa
 
-    from noiseal_ray.corrupt import corrupt_file
     from noiseal_ray.data.io import read_table, write_table
 
     ds = DATASETS[cell.dataset]
@@ -270,46 +318,13 @@ def prepare_data(cell: Cell, *, data_root: Path, work: Path) -> dict:
         meta = json.loads(meta_path.read_text())
         return {**meta, "train": str(d / "train.parquet"), "test": str(d / "test.parquet")}
     d.mkdir(parents=True, exist_ok=True)
-
-    def subsample(table: pa.Table, n: int | None, seed: int) -> pa.Table:
-        if n is None or n >= table.num_rows:
-            return table
-        idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=n, replace=False))
-        return table.take(pa.array(idx))
-
-    def as_str(table: pa.Table, cols: dict[str, str]) -> pa.Table:
-        arrays = {new: pa.array([str(v) for v in table.column(old).to_pylist()], pa.string())
-                  if new != "text" else table.column(old).cast(pa.string())
-                  for new, old in cols.items()}
-        return pa.table(arrays)
-
-    train = read_table(str(data_root / ds.train))
-    train = subsample(train, cell.train_rows, 1000 + cell.seed)
-    cols = {"text": ds.text_col, "label": ds.label_col}
-    if ds.clean_label_col:
-        cols["clean_label"] = ds.clean_label_col
-    train = as_str(train, cols)
-    test = read_table(str(data_root / ds.test))
-    test = as_str(subsample(test, cell.test_rows, 2000 + cell.seed), {"text": ds.text_col, "label": ds.test_label_col})
+    cols = {"text": ds.text_col, "label": ds.label_col} | ({"clean_label": ds.clean_label_col} if ds.clean_label_col
+                                                          else {})
+    train = _as_str(_subsample(read_table(str(data_root / ds.train)), n=cell.train_rows, seed=1000 + cell.seed), cols)
+    test = _as_str(_subsample(read_table(str(data_root / ds.test)), n=cell.test_rows, seed=2000 + cell.seed),
+                   {"text": ds.text_col, "label": ds.test_label_col})
     write_table(test, d / "test.parquet")
-    if cell.noise in ("real", "none") and ds.clean_label_col:
-        write_table(train, d / "train.parquet")
-        # "none" trains on the dataset's own true labels.
-        roles = {"label_col": "label" if cell.noise == "real" else "clean_label", "clean_label_col": "clean_label"}
-        given, truth = train.column(roles["label_col"]).to_pylist(), train.column("clean_label").to_pylist()
-    elif cell.noise == "real":
-        raise ValueError(f"{cell.dataset} has no clean labels: real-noise cells need them")
-    elif cell.noise == "none":
-        write_table(train, d / "train.parquet")
-        roles = {"label_col": "label", "clean_label_col": "label"}
-        given = truth = train.column("label").to_pylist()
-    else:
-        write_table(train, d / "clean.parquet")
-        corrupt_file(data=str(d / "clean.parquet"), out=str(d / "train.parquet"), kind=cell.noise, rate=cell.rate,
-                     seed=cell.seed, text_col="text", label_col="label", noisy_col="noisy_label")
-        roles = {"label_col": "noisy_label", "clean_label_col": "label"}
-        t = read_table(str(d / "train.parquet"))
-        given, truth = t.column("noisy_label").to_pylist(), t.column("label").to_pylist()
+    roles, given, truth = _write_train(cell, train=train, has_clean=bool(ds.clean_label_col), d=d)
     meta = {"train": str(d / "train.parquet"), "test": str(d / "test.parquet"), "text_col": "text",
             "test_label_col": "label", **roles, "train_rows": len(given),
             "test_rows": test.num_rows,

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 # Readable names for TREC's coarse codes (the prompt itself knows nothing about any dataset).
 TREC_DESCRIPTIONS = {
@@ -41,6 +40,7 @@ TREC_DESCRIPTIONS = {
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options (data paths, sizes, the LLM); ``argv`` defaults to the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trec", default="../shared/data/trec/train.jsonl", help="relative to the repo root")
     p.add_argument("--ag-news", default="../shared/data/ag-news/train_subset_10k.jsonl")
@@ -64,6 +64,7 @@ def _path(p: str) -> Path:
 
 
 def load_jsonl(path: Path) -> tuple[list[str], list[Any]]:
+    """The ``text`` and ``label`` fields of a JSON-lines file."""
     texts, labels = [], []
     with path.open(encoding="utf-8") as f:
         for line in f:
@@ -148,6 +149,8 @@ def knn_vote(neigh: list[tuple[str, int, float]]) -> list[int]:
 
 
 def run_condition(*, ds: dict[str, Any], k: int, restrict: bool, options: dict[str, Any], descriptions: dict[str, str]) -> dict[str, Any]:
+    """Relabel ``ds``'s noisy items with ``k`` demonstrations (and the kNN top-2 as the only choices
+    when ``restrict``): accuracy, agreement with the kNN vote, failures and prompts/s."""
     import numpy as np
 
     from noiseal_ray.annotate.base import Demo, Query
@@ -204,7 +207,25 @@ def throughput(*, ds: dict[str, Any], n: int, options: dict[str, Any], concurren
     return out
 
 
+def _datasets(args: argparse.Namespace) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """TREC and AG News prepared for relabeling, each with the label descriptions the LLM is shown."""
+    import numpy as np
+
+    trec_texts, trec_raw = load_jsonl(_path(args.trec))
+    trec_names = sorted(set(trec_raw))
+    trec_y = np.array([trec_names.index(v) for v in trec_raw])
+    ag_texts, ag_raw = load_jsonl(_path(args.ag_news))
+    ag_names = [line.strip() for line in _path(args.ag_news_classes).read_text(encoding="utf-8").splitlines() if line.strip()]
+    ag_y = np.array([int(v) for v in ag_raw])
+    return [
+        (prepare_dataset(name="TREC", texts=trec_texts, y_clean=trec_y, label_names=trec_names, args=args),
+         {} if args.no_trec_descriptions else TREC_DESCRIPTIONS),
+        (prepare_dataset(name="AG News", texts=ag_texts, y_clean=ag_y, label_names=ag_names, args=args), {}),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run both measurements on one deployment (the one ``llm_backend`` starts for a run) and write the report."""
     args = parse_args(argv)
     import numpy as np
     import torch
@@ -212,21 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(2)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     t_start = time.monotonic()
-
-    # --- data --------------------------------------------------------------------------------
-    trec_texts, trec_raw = load_jsonl(_path(args.trec))
-    trec_names = sorted(set(trec_raw))
-    trec_y = np.array([trec_names.index(v) for v in trec_raw])
-    ag_texts, ag_raw = load_jsonl(_path(args.ag_news))
-    ag_names = [line.strip() for line in _path(args.ag_news_classes).read_text(encoding="utf-8").splitlines() if line.strip()]
-    ag_y = np.array([int(v) for v in ag_raw])
-    datasets = [
-        (prepare_dataset(name="TREC", texts=trec_texts, y_clean=trec_y, label_names=trec_names, args=args),
-         {} if args.no_trec_descriptions else TREC_DESCRIPTIONS),
-        (prepare_dataset(name="AG News", texts=ag_texts, y_clean=ag_y, label_names=ag_names, args=args), {}),
-    ]
-
-    # --- deployment (what llm_backend starts for a run) ----------------------------------------
+    datasets = _datasets(args)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
@@ -275,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def write_report(*, args: argparse.Namespace, command: str, source: str, deploy_s: float, tp: dict[str, float],
                  results: list[dict[str, Any]], knn_ref: dict[str, float], total_s: float, trec_desc: bool) -> None:
+    """Write the Markdown report to ``args.out`` (atomically) and print it."""
     lines = [
         "# LLM relabeling benchmark",
         "",
@@ -329,4 +337,5 @@ def write_report(*, args: argparse.Namespace, command: str, source: str, deploy_
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # run as a script: the repository's noiseal_ray, not an installed one
     main()

@@ -19,11 +19,12 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from benchmarks.grid import Cell, Grid
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def _rel(p: Path) -> str:
@@ -118,7 +119,7 @@ def start_work(work: Path, *, fresh: bool) -> Path:
     return work
 
 
-def _cached(cell, record: Path) -> dict | None:
+def _cached(cell: Cell, record: Path) -> dict | None:
     """The cell's finished record at ``record`` when it was made for the cell's current specification."""
     from benchmarks.records import read_record
 
@@ -128,8 +129,10 @@ def _cached(cell, record: Path) -> dict | None:
     return rec if rec.get("spec_hash") == cell.spec_hash() and rec.get("status") == "ok" else None
 
 
-def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
+def run_quality(grid: Grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set[str] | None = None,
                 keep_models: bool = False) -> list[dict]:
+    """Run the grid's cells (or those in ``only_keys``) that have no record for their current
+    specification; each under a lock, so parallel processes sharing ``out`` never run one twice."""
     from noiseal_ray.data.io import hold_run_dir
     from noiseal_ray.errors import OutputError
 
@@ -158,7 +161,7 @@ def run_quality(grid, *, out: Path, data_root: Path, fresh: bool, only_keys: set
     return records
 
 
-def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep_models: bool,
+def _run_cell(cell: Cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep_models: bool,
               record: Path) -> dict:
     """Run one cell in its work folder and write its record to ``record``; the caller holds the cell."""
     from benchmarks.grid import prepare_data
@@ -180,7 +183,7 @@ def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep
            "train_rows": meta["train_rows"], "test_rows": meta["test_rows"],
            "realised_noise": meta["realised_noise"]}
     try:
-        rec.update(run_method(cell, meta, work))
+        rec.update(run_method(cell=cell, meta=meta, work=work))
         rec["status"] = "ok"
     except Exception as exc:  # one failed cell must not lose the others
         traceback.print_exc()
@@ -202,10 +205,10 @@ def _run_cell(cell, *, label: str, out: Path, data_root: Path, fresh: bool, keep
 
 
 def backfill_from_labels(out: Path) -> int:
-    """Add what later versions compute from a run's labels.parquet (``benchmarks.methods.FROM_LABELS``:
+    """Add what later versions compute from a run's labels.parquet (``benchmarks.anatomy.FROM_LABELS``:
     label-change detection, where the wrong labels end, broken vs fixed) to NoiseAL records made
     before they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
-    from benchmarks.methods import FROM_LABELS as derived
+    from benchmarks.anatomy import FROM_LABELS as derived
     from benchmarks.records import read_record
     from noiseal_ray.data.io import atomic_write_text
 
@@ -225,7 +228,8 @@ def backfill_from_labels(out: Path) -> int:
     return done
 
 
-def run_speed(grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] | None = None) -> list[dict]:
+def run_speed(grid: Grid, *, out: Path, data_root: Path, fresh: bool, names: set[str] | None = None) -> list[dict]:
+    """The grid's speed measurements (``benchmarks.speed``); none when the grid has no speed part."""
     from benchmarks import speed
 
     if grid.speed is None:
@@ -317,7 +321,8 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
         backfill_from_labels(out_p)
     recs = R.load_records(out_p)
     if not recs and only == "report":  # the work folder is gone: the records the last report saved
-        recs, info = R.committed(csv_json_dir / f"results-{grid}.json")
+        saved = csv_json_dir / f"results-{grid}.json"
+        recs, info = R.committed(saved if saved.is_file() else REPO / "benchmarks" / "results" / saved.name)
     elif out_p.joinpath("run_info.json").is_file():
         info = json.loads(out_p.joinpath("run_info.json").read_text())
     cmd = {"regenerate": _canonical(grid=grid, out=out, results=results, data_root=data_root),
@@ -328,7 +333,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
     return 0
 
 
-def run_parts(g, *, out: Path, data_root: Path, only: str | None, fresh: bool, keep_models: bool,
+def run_parts(g: Grid, *, out: Path, data_root: Path, only: str | None, fresh: bool, keep_models: bool,
               cells: set[str] | None, speed_names: set[str] | None) -> dict:
     """Run the grid's quality cells and speed measurements in one private Ray; returns the run information."""
     from noiseal_ray.data.io import atomic_write_text

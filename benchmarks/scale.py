@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,7 +43,7 @@ STAGES = ["score", "thresholds", "demo_pool", "annotate", "round_counts"]
 # corpus and model (parent process)
 # --------------------------------------------------------------------------------------------
 
-def make_corpus(n: int, table_dir: Path, *, seed: int = 0, noise: float = 0.3) -> None:
+def make_corpus(*, n: int, table_dir: Path, seed: int = 0, noise: float = 0.3) -> None:
     """``n`` short texts (4-12 pseudo-words, class-dependent vocabulary), 30% symmetric noise."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -87,6 +88,7 @@ def make_corpus(n: int, table_dir: Path, *, seed: int = 0, noise: float = 0.3) -
 
 
 def make_model(work: Path) -> Path:
+    """A tiny model bundle (2-layer hidden-32 encoder, BiLSTM 16/16) saved under ``work``."""
     from noiseal_ray.models.bundle import new_bundle, save_bundle
     from noiseal_ray.models.strong import make_tiny_encoder_dir
 
@@ -104,7 +106,7 @@ def make_model(work: Path) -> Path:
 class Sampler(threading.Thread):
     """Driver RSS every 20 ms (the figure reported); Ray's processes' summed RSS every second."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(daemon=True)
         import psutil
 
@@ -140,7 +142,23 @@ class Sampler(threading.Thread):
             time.sleep(0.02)
 
 
-def measure(n: int, work: Path, actors: int) -> dict:
+def _timed(*, name: str, fn: Callable[[], Any], n: int, sampler: Sampler, res: dict, out: dict) -> None:
+    """Run one stage, recording its wall time and the driver's (and Ray's) peak RSS in ``res``."""
+    mib = 1 / 2**20
+    start = sampler.reset()
+    t0 = time.time()
+    out[name] = fn()
+    dt = time.time() - t0
+    with sampler.lock:
+        peak, wpeak = sampler.peak, sampler.workers_peak
+    res["stages"][name] = {"seconds": dt, "rows_per_s": n / dt, "driver_rss_start_mib": start * mib,
+                           "driver_rss_peak_mib": peak * mib, "ray_processes_rss_peak_mib": wpeak * mib}
+    print(f"  {name:13s} {dt:8.1f}s {n / dt:10,.0f} rows/s  driver peak {peak * mib:7.0f} MiB "
+          f"(+{(peak - start) * mib:.0f})  ray processes {wpeak * mib:7.0f} MiB", flush=True)
+
+
+def measure(*, n: int, work: Path, actors: int) -> dict:
+    """The child process: one round's stages on the ``n``-row table in ``work``, in a fresh local Ray."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
@@ -166,17 +184,8 @@ def measure(n: int, work: Path, actors: int) -> dict:
         state = ThresholdState(beta=cfg.ema_beta, per_class=True)
         out: dict = {}
 
-        def stage(name, fn):
-            start = sampler.reset()
-            t0 = time.time()
-            out[name] = fn()
-            dt = time.time() - t0
-            with sampler.lock:
-                peak, wpeak = sampler.peak, sampler.workers_peak
-            res["stages"][name] = {"seconds": dt, "rows_per_s": n / dt, "driver_rss_start_mib": start * mib,
-                                   "driver_rss_peak_mib": peak * mib, "ray_processes_rss_peak_mib": wpeak * mib}
-            print(f"  {name:13s} {dt:8.1f}s {n / dt:10,.0f} rows/s  driver peak {peak * mib:7.0f} MiB "
-                  f"(+{(peak - start) * mib:.0f})  ray processes {wpeak * mib:7.0f} MiB", flush=True)
+        def stage(name: str, fn: Callable[[], Any]) -> None:
+            _timed(name=name, fn=fn, n=n, sampler=sampler, res=res, out=out)
 
         stage("score", lambda: P.score(table_dir=base, model_dir=model, out_dir=rd / "scored", config=cfg,
                                        actors=actors))
@@ -208,11 +217,12 @@ def measure(n: int, work: Path, actors: int) -> dict:
 # orchestration and report
 # --------------------------------------------------------------------------------------------
 
-def run_size(n: int, root: Path, model: Path, actors: int) -> dict:
+def run_size(*, n: int, root: Path, model: Path, actors: int) -> dict:
+    """Generate the ``n``-row corpus and measure it in a fresh driver process (``--child``)."""
     work = root / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    make_corpus(n, work / "table")
+    make_corpus(n=n, table_dir=work / "table")
     print(f"[{n:,} rows] corpus generated in {time.time() - t0:.1f}s "
           f"({sum(f.stat().st_size for f in (work / 'table').iterdir()) / 2**20:.0f} MiB parquet)", flush=True)
     (work / "model").symlink_to(model)
@@ -231,81 +241,96 @@ def run_size(n: int, root: Path, model: Path, actors: int) -> dict:
     return json.loads(lines[-1])
 
 
-def fmt(x: float, d: int = 0) -> str:
+def _fmt(x: float, d: int = 0) -> str:
     return f"{x:,.{d}f}"
 
 
-def write_md(results: list[dict], path: Path, command: str, note: str) -> str:
-    lines = ["# Scale: scoring and partitioning on a synthetic corpus", "",
-             f"Command (from the repository root): `{command}`", "",
-             "Machine: " + note, "",
-             "What runs: one round's `pipeline.score` (both models, Ray Data actor pool), `pipeline.thresholds` "
-             "(distributed per-class means), `pipeline.demo_pool` (bounded R sample), `pipeline.annotate` (partition "
-             "+ kNN annotator, actor pool) and `pipeline.round_counts` (distributed counts), on a base table in "
-             "`pipeline.ingest`'s layout (8 parquet files). Model: tiny 2-layer hidden-32 encoder with the MiniLM "
-             "tokenizer, BiLSTM 16/16, max_length 32; texts of 4-12 synthetic words. A fresh driver and a fresh "
-             f"local Ray ({results[0].get('ray_cpus')} logical CPUs, as `ray_session` sizes it) per size; "
-             f"{results[0]['actors']} actors per Ray Data stage.", "",
-             "## Throughput (rows/s) and time", "",
-             "| rows | " + " | ".join(STAGES) + " | all stages | seconds per 100k rows |",
-             "| ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: |"]
+def _intro(results: list[dict], *, command: str, note: str) -> list[str]:
+    first = results[0]
     loads = [f"Load average (1/5/15 min) of this host for {r['rows']:,} rows at start / end: "
              + ", ".join(f"{x:.1f}" for x in r["load_avg_start"]) + " / "
              + ", ".join(f"{x:.1f}" for x in r["load_avg_end"])
              + f" ({r['cpus']} cores: above {r['cpus']}, other work shared the machine and the rows/s are "
              "lower bounds)." for r in results if "load_avg_start" in r]
-    at = lines.index("## Throughput (rows/s) and time") + 2
-    lines[at:at] = [x for line in loads for x in (line, "")]
+    return ["# Scale: scoring and partitioning on a synthetic corpus", "",
+            f"Command (from the repository root): `{command}`", "", "Machine: " + note, "",
+            "What runs: one round's `pipeline.score` (both models, Ray Data actor pool), `pipeline.thresholds` "
+            "(distributed per-class means), `pipeline.demo_pool` (bounded R sample), `pipeline.annotate` (partition "
+            "+ kNN annotator, actor pool) and `pipeline.round_counts` (distributed counts), on a base table in "
+            "`pipeline.ingest`'s layout (8 parquet files). Model: tiny 2-layer hidden-32 encoder with the MiniLM "
+            "tokenizer, BiLSTM 16/16, max_length 32; texts of 4-12 synthetic words. A fresh driver and a fresh "
+            f"local Ray ({first.get('ray_cpus')} logical CPUs, as `ray_session` sizes it) per size; "
+            f"{first['actors']} actors per Ray Data stage.", "", "## Throughput (rows/s) and time", "",
+            *[x for line in loads for x in (line, "")]]
+
+
+def _throughput(results: list[dict]) -> list[str]:
+    lines = ["| rows | " + " | ".join(STAGES) + " | all stages | seconds per 100k rows |",
+             "| ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: |"]
     for r in results:
-        cells = [fmt(r["stages"][s]["rows_per_s"]) for s in STAGES]
-        lines.append(f"| {r['rows']:,} | " + " | ".join(cells) +
-                     f" | {fmt(r['rows'] / r['total_seconds'])} ({fmt(r['total_seconds'], 1)} s) | "
-                     f"{fmt(r['total_seconds'] / r['rows'] * 1e5, 1)} |")
-    lines += ["", "## Driver memory (RSS of the driver process only, MiB)", "",
-              "Peak RSS sampled every 20 ms during each stage; `+` is the growth over the RSS at the start of "
-              "that stage. Ray worker processes (scoring and annotate actors, read/write tasks, raylet, object "
-              "store) are **not** counted here; their summed RSS is in the last column for information only "
-              "(it double-counts shared object-store pages and is sampled once per second).", "",
-              "| rows | driver after ray.init | " + " | ".join(STAGES) +
-              " | driver peak | growth over RSS after ray.init | Ray processes peak (info) |",
-              "| ---: | ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: | ---: |"]
+        total = r["total_seconds"]
+        lines.append(f"| {r['rows']:,} | " + " | ".join(_fmt(r["stages"][s]["rows_per_s"]) for s in STAGES)
+                     + f" | {_fmt(r['rows'] / total)} ({_fmt(total, 1)} s) | {_fmt(total / r['rows'] * 1e5, 1)} |")
+    return lines
+
+
+def _memory(results: list[dict]) -> list[str]:
+    lines = ["", "## Driver memory (RSS of the driver process only, MiB)", "",
+             "Peak RSS sampled every 20 ms during each stage; `+` is the growth over the RSS at the start of "
+             "that stage. Ray worker processes (scoring and annotate actors, read/write tasks, raylet, object "
+             "store) are **not** counted here; their summed RSS is in the last column for information only "
+             "(it double-counts shared object-store pages and is sampled once per second).", "",
+             "| rows | driver after ray.init | " + " | ".join(STAGES) +
+             " | driver peak | growth over RSS after ray.init | Ray processes peak (info) |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: | ---: | ---: |"]
     for r in results:
-        cells = [f"{fmt(r['stages'][s]['driver_rss_peak_mib'])} (+{fmt(r['stages'][s]['driver_rss_peak_mib'] - r['stages'][s]['driver_rss_start_mib'])})"
+        st = r["stages"]
+        cells = [f"{_fmt(st[s]['driver_rss_peak_mib'])} (+{_fmt(st[s]['driver_rss_peak_mib'] - st[s]['driver_rss_start_mib'])})"
                  for s in STAGES]
-        wpeak = max(r["stages"][s]["ray_processes_rss_peak_mib"] for s in STAGES)
-        lines.append(f"| {r['rows']:,} | {fmt(r['driver_rss_start_mib'])} | " + " | ".join(cells) +
-                     f" | {fmt(r['driver_rss_peak_mib'])} | +{fmt(r['driver_rss_peak_mib'] - r['driver_rss_start_mib'])} | "
-                     f"{fmt(wpeak)} |")
+        wpeak = max(st[s]["ray_processes_rss_peak_mib"] for s in STAGES)
+        lines.append(f"| {r['rows']:,} | {_fmt(r['driver_rss_start_mib'])} | " + " | ".join(cells) +
+                     f" | {_fmt(r['driver_rss_peak_mib'])} | +{_fmt(r['driver_rss_peak_mib'] - r['driver_rss_start_mib'])} | "
+                     f"{_fmt(wpeak)} |")
     if len(results) > 1:
         a, b = results[0], results[-1]
         slope = (b["driver_rss_peak_mib"] - a["driver_rss_peak_mib"]) / (b["rows"] - a["rows"]) * 1e5
         tpr = [r["total_seconds"] / r["rows"] * 1e5 for r in results]
-        lines += ["", f"Driver peak RSS from {a['rows']:,} to {b['rows']:,} rows: {fmt(a['driver_rss_peak_mib'])} -> "
-                  f"{fmt(b['driver_rss_peak_mib'])} MiB, i.e. {slope:+.2f} MiB per additional 100k rows. Time per "
+        lines += ["", f"Driver peak RSS from {a['rows']:,} to {b['rows']:,} rows: {_fmt(a['driver_rss_peak_mib'])} -> "
+                  f"{_fmt(b['driver_rss_peak_mib'])} MiB, i.e. {slope:+.2f} MiB per additional 100k rows. Time per "
                   f"100k rows (all five stages): " + ", ".join(f"{t:.1f} s at {r['rows']:,}" for t, r in zip(tpr, results))
                   + "."]
-    lines += ["", "## Ingest (driver-side, outside the figures above)", "",
-              "`pipeline.ingest` reads and validates the whole input on the driver (`load_corpus` -> one Arrow "
-              "table) before writing the base table, so its driver memory grows with the corpus. Input: the same "
-              "rows as one parquet file (string labels).", "",
-              "| rows | seconds | rows/s | driver RSS at start | driver peak | growth | growth per 100k rows |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    return lines
+
+
+def _ingest_and_sizes(results: list[dict]) -> list[str]:
+    lines = ["", "## Ingest (driver-side, outside the figures above)", "",
+             "`pipeline.ingest` reads and validates the whole input on the driver (`load_corpus` -> one Arrow "
+             "table) before writing the base table, so its driver memory grows with the corpus. Input: the same "
+             "rows as one parquet file (string labels).", "",
+             "| rows | seconds | rows/s | driver RSS at start | driver peak | growth | growth per 100k rows |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         g = r["stages"]["ingest"]
         d = g["driver_rss_peak_mib"] - g["driver_rss_start_mib"]
-        lines.append(f"| {r['rows']:,} | {fmt(g['seconds'], 1)} | {fmt(g['rows_per_s'])} | {fmt(g['driver_rss_start_mib'])} | "
-                     f"{fmt(g['driver_rss_peak_mib'])} | +{fmt(d)} | +{fmt(d / r['rows'] * 1e5, 1)} |")
+        lines.append(f"| {r['rows']:,} | {_fmt(g['seconds'], 1)} | {_fmt(g['rows_per_s'])} | {_fmt(g['driver_rss_start_mib'])} | "
+                     f"{_fmt(g['driver_rss_peak_mib'])} | +{_fmt(d)} | +{_fmt(d / r['rows'] * 1e5, 1)} |")
     lines += ["", "## Partition sizes", "", "| rows | R | P | H | demo pool |", "| ---: | ---: | ---: | ---: | ---: |"]
-    for r in results:
-        s = r["sizes"]
-        lines.append(f"| {r['rows']:,} | {s['R']:,} | {s['P']:,} | {s['H']:,} | {r['demo_pool']:,} |")
-    text = "\n".join(lines) + "\n"
+    lines += [f"| {r['rows']:,} | {r['sizes']['R']:,} | {r['sizes']['P']:,} | {r['sizes']['H']:,} | {r['demo_pool']:,} |"
+              for r in results]
+    return lines
+
+
+def write_md(*, results: list[dict], path: Path, command: str, note: str) -> str:
+    """Write the scale report (``results/scale.md``) from the measurements of each size; returns its text."""
+    lines = _intro(results, command=command, note=note) + _throughput(results) + _memory(results)
+    text = "\n".join(lines + _ingest_and_sizes(results)) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
 
 
 def main() -> None:
+    """Measure each ``--rows`` size (or re-render ``--from-json``) and write the Markdown report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--actors", type=int, default=2, help="actors per Ray Data stage (the pipeline: one per worker)")
@@ -318,7 +343,7 @@ def main() -> None:
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child is not None:
-        res = measure(a.child, Path(a.work), a.actors)
+        res = measure(n=a.child, work=Path(a.work), actors=a.actors)
         print(json.dumps(res), flush=True)
         return
     if a.from_json:
@@ -332,7 +357,7 @@ def main() -> None:
             model = make_model(root)
             results = []
             for n in a.rows:
-                results.append(run_size(n, root, model, a.actors))
+                results.append(run_size(n=n, root=root, model=model, actors=a.actors))
                 shutil.rmtree(root / f"n{n}", ignore_errors=True)
                 if a.json_out:
                     Path(a.json_out).write_text(json.dumps(results, indent=1))
@@ -340,7 +365,7 @@ def main() -> None:
         print(f"{r['rows']:>9,} rows: {r['total_seconds']:.1f}s for all stages "
               f"({r['total_seconds'] / r['rows'] * 1e5:.1f}s per 100k rows), driver peak RSS "
               f"{r['driver_rss_peak_mib']:.0f} MiB")
-    write_md(results, Path(a.md), command, a.note)
+    write_md(results=results, path=Path(a.md), command=command, note=a.note)
     print(f"command: {command}\nwritten: {a.md}")
 
 

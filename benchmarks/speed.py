@@ -74,7 +74,8 @@ def _write_parts(table, d: Path, parts: int = 8) -> Path:
     return d
 
 
-def bench_scoring(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+def bench_scoring(*, spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+    """Scoring throughput: the Ray Data scoring stage against a plain loop over the same rows."""
     import pyarrow as pa
 
     from noiseal_ray.config import RunConfig
@@ -128,7 +129,8 @@ def _tiny_encoder(out: Path) -> Path:
     return out
 
 
-def bench_round_scaling(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+def bench_round_scaling(*, spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+    """Wall time of one NoiseAL round (tiny encoder) at each of ``spec.round_rows`` rows."""
     enc = _tiny_encoder(work / "tiny-encoder")
     meas = []
     failed = []
@@ -191,7 +193,8 @@ def _one_round(n: int, *, enc, spec: SpeedSpec, work: Path, data_root: Path) -> 
     return {"rows": n, **st, "total": sum(st.values())}
 
 
-def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+def bench_ddp(*, spec: SpeedSpec, work: Path, data_root: Path) -> dict:
+    """One training epoch with 1 and with 2 DDP workers."""
     from benchmarks.methods import _train_dataset
     from noiseal_ray.config import RunConfig
     from noiseal_ray.data.io import make_label_names
@@ -231,19 +234,21 @@ def bench_ddp(spec: SpeedSpec, work: Path, data_root: Path) -> dict:
 BENCHES = {"scoring": bench_scoring, "round_scaling": bench_round_scaling, "ddp": bench_ddp}
 
 
-def included(spec: SpeedSpec, name: str) -> bool:
+def included(*, spec: SpeedSpec, name: str) -> bool:
     """Whether the grid measures ``name``: an empty ``round_rows`` or a zero ``ddp_rows`` leaves it out."""
     return {"round_scaling": bool(spec.round_rows), "ddp": spec.ddp_rows > 0}.get(name, True)
 
 
-def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=None) -> list[dict]:
+def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names: set[str] | None = None) -> list[dict]:
+    """Run the measurements ``spec`` includes (or those in ``names``), reusing records of the same
+    specification; one failed measurement is recorded and does not stop the others."""
     rec_dir = out / "speed"
     rec_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for name, fn in BENCHES.items():
         if names and name not in names:
             continue
-        if not included(spec, name):
+        if not included(spec=spec, name=name):
             print(f"speed {name}: not in this grid", flush=True)
             continue
         path = rec_dir / f"{name}.json"
@@ -259,7 +264,7 @@ def run_all(spec: SpeedSpec, *, out: Path, data_root: Path, fresh: bool, names=N
         t0 = time.time()
         rec = {"kind": "speed", "name": name, "spec": asdict(spec), "spec_hash": h}
         try:
-            rec.update(fn(spec, work, data_root))
+            rec.update(fn(spec=spec, work=work, data_root=data_root))
             rec["status"] = "ok"
         except Exception as exc:
             traceback.print_exc()

@@ -64,7 +64,7 @@ def speed_markdown(records: list[dict], *, spec: SpeedSpec | None = None) -> str
     """The speed section from the speed records; ``spec`` (the grid's SpeedSpec) says which
     measurements the grid leaves out (``benchmarks.speed.included``)."""
     def left_out(name: str) -> bool:
-        return spec is not None and not included(spec, name)
+        return spec is not None and not included(spec=spec, name=name)
 
     by = {r["name"]: r for r in records if r.get("kind") == "speed" and not left_out(r["name"])}
     parts = []

@@ -128,6 +128,7 @@ def to_markdown(df: pd.DataFrame, *, digits: int = 1) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the rule comparison (and with ``--summary`` the means over seeds) for the given runs."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.split_rules", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     ap.add_argument("--rules", default=",".join(RULES), help=f"comma-separated, from: {', '.join(RULES)}")

@@ -151,7 +151,7 @@ def _by_setting(records: Iterable[dict], key: str) -> list[dict]:
 
 
 def anatomy(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per NoiseAL run with ``anatomy`` (``benchmarks.methods.wrong_label_anatomy``)."""
+    """One row per NoiseAL run with ``anatomy`` (``benchmarks.anatomy.wrong_label_anatomy``)."""
     import pandas as pd
 
     rows = []
@@ -168,7 +168,7 @@ def anatomy(records: Iterable[dict]) -> pd.DataFrame:
 
 def separability(records: Iterable[dict]) -> pd.DataFrame:
     """One row per (NoiseAL run, group of P): the right labels changed ("broken") and the wrong ones
-    fixed, with the medians a run has to tell them apart (``benchmarks.methods.broken_vs_fixed``)."""
+    fixed, with the medians a run has to tell them apart (``benchmarks.anatomy.broken_vs_fixed``)."""
     import pandas as pd
 
     rows = [{"run": r["key"], "group": group, **{k: (r["separability"].get(group) or {}).get(k)

@@ -251,7 +251,7 @@ def test_correction_detection_scores_label_changes_and_backfills_old_records(tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from benchmarks.methods import correction_detection, labels_anatomy
+    from benchmarks.anatomy import correction_detection, labels_anatomy
     from benchmarks.run import backfill_from_labels
 
     # 6 rows: 3 wrong given labels (rows 0-2), 2 of them changed; 1 right label changed (row 3);
@@ -324,7 +324,7 @@ def test_pairing_keeps_old_specs_and_finds_the_base_warmup(tmp_path):
 
     base = replace(paired, method="base")
     base_work = work_dir(tmp_path, key=base.key, spec_hash=base.spec_hash())
-    src, record = warmup_source(paired, work_dir(tmp_path, key=paired.key, spec_hash=paired.spec_hash()))
+    src, record = warmup_source(cell=paired, work=work_dir(tmp_path, key=paired.key, spec_hash=paired.spec_hash()))
     assert src == base_work / WARMUP_DIR and record == tmp_path / "records" / f"{base.key}.json"
     for rel in (f"{WARMUP_DIR}/strong.safetensors", "model1/strong.safetensors"):
         (base_work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +348,7 @@ def test_a_torn_record_reads_as_missing_and_the_report_still_renders(tmp_path):
 
 
 def test_wrong_label_anatomy_counts_where_wrong_labels_end_and_what_the_annotator_did():
-    from benchmarks.methods import wrong_label_anatomy
+    from benchmarks.anatomy import wrong_label_anatomy
 
     # 8 rows with a clean label + 1 without (ignored). Wrong given labels: rows 0 (R), 1, 2 (P), 3 (H).
     # P = rows 1, 2, 4, 5: two wrong (annotator fixes row 1, not row 2), two right (row 4 confirmed,
@@ -446,7 +446,7 @@ def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, ca
 
 
 def test_broken_vs_fixed_compares_the_right_labels_changed_with_the_wrong_ones_fixed(tmp_path):
-    from benchmarks.methods import broken_vs_fixed
+    from benchmarks.anatomy import broken_vs_fixed
 
     nan = float("nan")
     part = np.array(["P", "P", "P", "P", "P", "R", "P"], dtype=object)
@@ -480,9 +480,9 @@ def test_refit_retrains_on_the_final_labels_of_its_noiseal_cell_row_by_row(tmp_p
     src = next(c for c in trec().cells if c.key == "trec-asym20-s1-noiseal-knn")
     # The runner's layout: work/<key>-<spec hash>; the refit reads its NoiseAL sibling's labels.
     work = tmp_path / "work" / f"{cell.key}-{cell.spec_hash()}"
-    assert refit_source(cell, work) == tmp_path / "work" / f"{src.key}-{src.spec_hash()}" / "run" / "labels.parquet"
+    assert refit_source(cell=cell, work=work) == tmp_path / "work" / f"{src.key}-{src.spec_hash()}" / "run" / "labels.parquet"
     with pytest.raises(FileNotFoundError, match="run the cell trec-asym20-s1-noiseal-knn first"):
-        run_method(cell, {}, work)
+        run_method(cell=cell, meta={}, work=work)
     # Rows come back in the training data's order, whatever the order in labels.parquet.
     labels = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"id": ["c", "a", "b"], "final_label": ["NUM", "HUM", "NUM"], "given_label": ["x"] * 3}), labels)
@@ -594,8 +594,7 @@ def test_every_committed_report_re_renders_from_its_records(grid, tmp_path):
 
     committed = ROOT / "benchmarks" / "results"
     shutil.copy(committed / f"results-{grid}.json", tmp_path / f"results-{grid}.json")
-    (tmp_path / "results").mkdir()
-    shutil.copy(committed / f"results-{grid}.json", tmp_path / "results" / f"results-{grid}.json")
+    # Nothing beside --results: the records come from the committed results-<grid>.json.
     assert bench(grid=grid, out=str(tmp_path / "gone"), results=str(tmp_path / "R.md"), only="report") == 0
     before = json.loads((tmp_path / f"results-{grid}.json").read_text())
     after = json.loads((tmp_path / "results" / f"results-{grid}.json").read_text())
@@ -609,3 +608,19 @@ def test_every_committed_report_re_renders_from_its_records(grid, tmp_path):
                               if (r["dataset"], r["setting"], r["method"]) == (row["dataset"], row["setting"], row["method"])])
         assert row["acc_last_mean"] == pytest.approx(m) and report.fmt(m, sd, scale=100.0, decimals=1) in text
     assert not (tmp_path / "gone").exists()
+    # The committed Markdown is what its records render to (only the command and folder lines differ).
+    md = ROOT / "benchmarks" / ("RESULTS.md" if grid == HEADLINE else f"RESULTS-{grid}.md")
+
+    def body(t: str) -> list[str]:
+        return [x for x in t.splitlines() if not re.search(r"rendered by|Rendered by|noiseal-ray bench --grid", x)]
+
+    assert body(text) == body(md.read_text())
+
+
+def test_ablation_refuses_a_gmm_threshold_it_does_not_implement(capsys):
+    from benchmarks.ablation import parse_args
+
+    assert parse_args([]).thr == "mean"
+    with pytest.raises(SystemExit):
+        parse_args(["--thr", "gmm"])  # used to run plain cross-entropy under the name "gmm"
+    assert "invalid choice: 'gmm'" in capsys.readouterr().err
