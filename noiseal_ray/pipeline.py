@@ -67,7 +67,7 @@ def apply_sample_defaults(config: RunConfig) -> RunConfig:
     return config
 
 
-def check_resume(out: Path, config: RunConfig) -> None:
+def check_resume(*, out: Path, config: RunConfig) -> None:
     """OutputError when ``out`` holds a run that ``config`` cannot resume: one without
     config.yaml, or one whose saved options differ outside ``RESUME_FREE``."""
     saved = out / "config.yaml"
@@ -103,7 +103,7 @@ def run_pipeline(*, config: RunConfig, out: str | Path, progress: Progress | Non
 
 def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Callable) -> dict:
     """``run_pipeline`` once this process holds ``out`` (``hold_run_dir``)."""
-    check_resume(out, config)
+    check_resume(out=out, config=config)
     # A killed earlier run may have left temp files/dirs; none is ever read, so they just go.
     swept = sweep_debris(out, skip=("checkpoints",))
     if swept:
@@ -112,29 +112,29 @@ def _run_locked(*, config: RunConfig, out: Path, progress: Progress, fit_fn: Cal
     t_start = time.time()
     # Before Ray starts and before config.yaml is written: bad input or an unreachable LLM
     # endpoint fails in seconds, and leaves no run that a corrected rerun would be refused by.
-    preflight_annotator(config, needed=annotating_left(run))
-    ingest_stage(run)
+    preflight_annotator(config=config, needed=annotating_left(run=run))
+    ingest_stage(run=run)
     with ray_session(address=config.address, workers=config.workers):
         configure_data_context()
         cluster = Cluster.detect(config)
-        trainer = Trainer(fit_fn=fit_fn, use_gpu=cluster.use_gpu, test_ds=load_test_dataset(run),
+        trainer = Trainer(fit_fn=fit_fn, use_gpu=cluster.use_gpu, test_ds=load_test_dataset(run=run),
                           storage=config.storage_path or str((out / "checkpoints").resolve()))
-        warm_up_stage(run, trainer)
-        state = initial_state(run)
-        with annotator_for(run) as spec:
+        warm_up_stage(run=run, trainer=trainer)
+        state = initial_state(run=run)
+        with annotator_for(run=run) as spec:
             for r in range(1, run.last_round + 1):
-                score_stage(run, round_no=r, actors=cluster.actors)
-                state = thresholds_stage(run, round_no=r, state=state)
-                partition_annotate_stage(run, round_no=r, state=state, spec=spec, actors=cluster.actors)
+                score_stage(run=run, round_no=r, actors=cluster.actors)
+                state = thresholds_stage(run=run, round_no=r, state=state)
+                partition_annotate_stage(run=run, round_no=r, state=state, spec=spec, actors=cluster.actors)
                 if r <= config.rounds:
-                    train_stage(run, trainer, round_no=r)
-        finalize_stage(run)
-    metrics = write_metrics(run, wall=time.time() - t_start)
-    report_stage(run)
+                    train_stage(run=run, trainer=trainer, round_no=r)
+        finalize_stage(run=run)
+    metrics = write_metrics(run=run, wall=time.time() - t_start)
+    report_stage(run=run)
     return metrics
 
 
-def interruption_message(out: str | Path) -> str:
+def interruption_message(*, out: str | Path) -> str:
     """One line for a run in ``out`` stopped by Ctrl-C: what it kept, and that the same command
     resumes it."""
     stages = Manifest.load(Path(out)).data["stages"]

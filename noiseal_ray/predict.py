@@ -128,7 +128,7 @@ def predict(*, model_dir: str, data: str, out: str, text_col: str = "text", id_c
 
     names = _model_labels(model_dir)
     table = read_table(data)
-    check_columns(table, path=data, roles=(("text", text_col), ("id", id_col), ("label", label_col)), unique=False)
+    check_columns(table=table, path=data, roles=(("text", text_col), ("id", id_col), ("label", label_col)), unique=False)
     if not ray.is_initialized():
         raise RuntimeError("predict needs an initialised Ray (the CLI starts one)")
     ds = ray.data.from_arrow(table)

@@ -110,7 +110,7 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
 
 
-def fresh_tmp_dir(final: str | Path) -> Path:
+def fresh_tmp_dir(*, final: str | Path) -> Path:
     """An empty ``.<name>.tmp`` folder beside ``final``, to fill and then ``replace_dir`` into place
     (a killed fill is swept as debris by the next run)."""
     final = Path(final)
@@ -133,7 +133,7 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
         os.replace(tmp, final)
 
 
-def copy_dir(src: Path) -> Path:
+def copy_dir(*, src: Path) -> Path:
     """A copy of folder ``src`` at ``.<name>.copy`` beside it, for ``replace_dir`` to move elsewhere."""
     tmp = src.parent / f".{src.name}.copy"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -227,17 +227,17 @@ INGEST, INIT, LABELS, MODEL = "ingest", "init", "labels", "model"
 SCORE, THRESHOLDS, ANNOTATE, TRAIN = "score", "thresholds", "annotate", "train"
 
 
-def round_stage(round_no: int, step: str) -> str:
+def round_stage(*, round_no: int, step: str) -> str:
     """The manifest name of ``step`` (SCORE, THRESHOLDS, ANNOTATE or TRAIN) in round ``round_no``."""
     return f"r{round_no}/{step}"
 
 
-def train_key(round_no: int) -> str:
+def train_key(*, round_no: int) -> str:
     """Key of a round's fit summary (losses, test accuracy) in manifest["rounds"]."""
     return f"train{round_no}"
 
 
-def partition_key(round_no: int) -> str:
+def partition_key(*, round_no: int) -> str:
     """Key of a round's partition summary (sizes, annotator counts, thresholds) in manifest["rounds"]."""
     return f"part{round_no}"
 

@@ -106,7 +106,7 @@ def hash_text(text: str) -> int:
 
 def _bottom_k(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray, seed: int, per_class: int) -> dict:
     """Per class, the ``per_class`` R rows of ``batch`` with the smallest seeded hash ``u``."""
-    batch = assign_parts(batch, tau_s=tau_s, tau_w=tau_w)
+    batch = assign_parts(batch=batch, tau_s=tau_s, tau_w=tau_w)
     u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.uint64)
     y = batch["label"].astype(np.int64)
     keep = []
@@ -139,7 +139,7 @@ def build_demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int
     rows whatever the batching, so the sample is deterministic). Memory: at most about
     5 * per_class * num_classes rows at a time, whatever the corpus size.
     """
-    parts = read_dir(scored_dir, ["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
+    parts = read_dir(path=scored_dir, columns=["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
         _bottom_k, fn_kwargs={"tau_s": state.strong, "tau_w": state.weak, "seed": seed, "per_class": per_class},
         batch_format="numpy", batch_size=4096)
     texts, labels, embs, us = [], [], [], []

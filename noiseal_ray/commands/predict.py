@@ -24,6 +24,7 @@ def predict(
 
     Example: noiseal-ray predict --model runs/demo/model --data test.csv --label-col label --out preds.csv
     """
+    # Deferred: cli.py imports every command module, and --help must not load Ray or the models.
     from noiseal_ray.predict import predict as run_predict
     from noiseal_ray.ray_session import configure_data_context, ray_session
 

@@ -69,7 +69,7 @@ def run(
     try:
         metrics = run_pipeline(config=cfg, out=str(out), progress=Progress(enabled=not quiet))
     except KeyboardInterrupt:
-        typer.secho(interruption_message(out), err=True)
+        typer.secho(interruption_message(out=out), err=True)
         raise typer.Exit(130) from None
     typer.echo(_summary_line(metrics))
     typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json")

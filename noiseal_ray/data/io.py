@@ -115,7 +115,7 @@ def _parse_csv(raw: bytes, *, delimiter: str) -> pa.Table:
     )
 
 
-def check_columns(table: pa.Table, *, path: str, roles: Iterable[tuple[str, str | None]],
+def check_columns(*, table: pa.Table, path: str, roles: Iterable[tuple[str, str | None]],
                   unique: bool = True) -> None:
     """InputError for the first (role, column) of ``roles`` that ``table`` lacks (None: not asked
     for) or, with ``unique``, whose name the header repeats."""
@@ -262,7 +262,7 @@ def load_corpus(
     n = table.num_rows
     if n == 0:
         raise InputError(f"{path}: no data rows")
-    check_columns(table, path=path, roles=(("text", text_col), ("label", label_col), ("id", id_col),
+    check_columns(table=table, path=path, roles=(("text", text_col), ("label", label_col), ("id", id_col),
                                            ("clean label", clean_label_col)))
     text = _text_column(table, text_col, path=path)
     given, _ = _label_values(table, label_col, path=path, allow_null=False)

@@ -64,7 +64,7 @@ class PartitionAnnotate:
         return queries
 
     def __call__(self, batch: dict) -> dict:
-        batch = assign_parts(batch, tau_s=self.tau_s, tau_w=self.tau_w)
+        batch = assign_parts(batch=batch, tau_s=self.tau_s, tau_w=self.tau_w)
         need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
         if self.annotator is not None and len(need):
             answers = self.annotator.annotate(queries=self._queries(batch, need), label_names=self.label_names)
@@ -94,8 +94,8 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
     from ray.data import ActorPoolStrategy
 
     pool_ref = pool.ref if isinstance(pool, PoolHandle) else ray.put(pool)
-    actors = fit_actors(actors, scored_dir, batch_rows=max(config.score_batch_size, 256))
-    ds = read_dir(scored_dir, min_blocks=actors)
+    actors = fit_actors(actors=actors, table_dir=scored_dir, batch_rows=max(config.score_batch_size, 256))
+    ds = read_dir(path=scored_dir, min_blocks=actors)
     ds = ds.map_batches(
         PartitionAnnotate,
         fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,
@@ -104,16 +104,16 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
         batch_size=max(config.score_batch_size, 256), batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         num_cpus=0.5)
-    write_dir(ds, out_dir)
+    write_dir(ds=ds, final=out_dir)
 
 
 def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
     """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table."""
-    sums = reduce_sum(read_dir(table_dir, COUNT_COLUMNS), batch_stats, round_no=round_no, hard_policy=hard_policy)
+    sums = reduce_sum(read_dir(path=table_dir, columns=COUNT_COLUMNS), batch_stats, round_no=round_no, hard_policy=hard_policy)
     return {k: int(sums[k]) for k in STAT_KEYS}
 
 
-def preflight_annotator(config: RunConfig, *, needed: bool) -> None:
+def preflight_annotator(*, config: RunConfig, needed: bool) -> None:
     """An explicit LLM endpoint that does not answer is an AnnotatorError before any work
     (unless a fallback annotator is configured: then ``llm_backend`` falls back later)."""
     if not needed or config.annotator != "llm" or not config.llm_endpoint:
@@ -124,27 +124,27 @@ def preflight_annotator(config: RunConfig, *, needed: bool) -> None:
                    model=config.llm_model)
 
 
-def annotating_left(run: RunContext) -> bool:
+def annotating_left(*, run: RunContext) -> bool:
     """True while the last round's partition + annotate has not completed."""
-    return not run.manifest.done(round_stage(run.last_round, ANNOTATE))
+    return not run.manifest.done(round_stage(round_no=run.last_round, step=ANNOTATE))
 
 
 @contextmanager
-def annotator_for(run: RunContext) -> Iterator[AnnotatorSpec]:
+def annotator_for(*, run: RunContext) -> Iterator[AnnotatorSpec]:
     """The annotator spec for the rounds; its backend (e.g. an LLM service) is started only when an
     annotate stage is still to run."""
-    if not annotating_left(run):
+    if not annotating_left(run=run):
         yield AnnotatorSpec(kind="none")
         return
     with annotator_backend(config=run.config, run_dir=str(run.out)) as spec:
         yield spec
 
 
-def partition_annotate_stage(run: RunContext, *, round_no: int, state: ThresholdState, spec: AnnotatorSpec,
+def partition_annotate_stage(*, run: RunContext, round_no: int, state: ThresholdState, spec: AnnotatorSpec,
                              actors: int) -> None:
     """Sample the demonstration pool, partition + annotate round ``round_no`` and record its
     summary (sizes, annotator counts, thresholds, pool size), unless done."""
-    stage = round_stage(round_no, ANNOTATE)
+    stage = round_stage(round_no=round_no, step=ANNOTATE)
     if run.manifest.done(stage):
         return
     config, names = run.config, run.manifest.label_names
@@ -164,4 +164,4 @@ def partition_annotate_stage(run: RunContext, *, round_no: int, state: Threshold
     run.manifest.add_seconds("annotate", st["seconds"])
     summary["thresholds"] = {"strong": state.strong.tolist(), "weak": state.weak.tolist()}
     summary["demo_pool"] = len(pool)
-    run.manifest.mark_round(stage, key=partition_key(round_no), entry=summary)
+    run.manifest.mark_round(stage, key=partition_key(round_no=round_no), entry=summary)

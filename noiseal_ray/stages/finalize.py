@@ -61,12 +61,12 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
 def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool) -> None:
     """labels.parquet/: every input row once: id, text, given_label, final_label, partition, ...
     (``LABELS_SCHEMA``), in input order."""
-    ds = read_dir(table_dir).map_batches(_to_labels, batch_format="numpy", fn_kwargs={
+    ds = read_dir(path=table_dir).map_batches(_to_labels, batch_format="numpy", fn_kwargs={
         "label_names": label_names, "hard_policy": hard_policy, "has_clean": has_clean})
-    write_dir(ds, out / "labels.parquet")
+    write_dir(ds=ds, final=out / "labels.parquet")
 
 
-def finalize_stage(run: RunContext) -> None:
+def finalize_stage(*, run: RunContext) -> None:
     """labels.parquet and model/ (the strong model of the last trained round), unless done; then
     Ray Train's checkpoints go, unless they live where the user asked (config.storage_path)."""
     config, manifest, last = run.config, run.manifest, run.last_round
@@ -93,15 +93,15 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
     rounds = []
     for r in range(0, config.rounds + 2):
         entry = {"round": r}
-        entry.update(manifest.round_entry(partition_key(r)))
-        tr = manifest.round_entry(train_key(r))
+        entry.update(manifest.round_entry(partition_key(round_no=r)))
+        tr = manifest.round_entry(train_key(round_no=r))
         if tr:
             entry["train"] = tr["train"]
             if "test_accuracy" in tr:
                 entry["test_accuracy"] = tr["test_accuracy"]
         if len(entry) > 1:
             rounds.append(entry)
-    final = dict(manifest.round_entry(partition_key(config.rounds + 1)))
+    final = dict(manifest.round_entry(partition_key(round_no=config.rounds + 1)))
     accs = [e["test_accuracy"] for e in rounds if "test_accuracy" in e]
     if accs:
         final["test_accuracy_last"] = accs[-1]
@@ -114,14 +114,14 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
             "stage_seconds": d["metrics"]["stage_seconds"], "wall_seconds_this_invocation": wall}
 
 
-def write_metrics(run: RunContext, *, wall: float) -> dict:
+def write_metrics(*, run: RunContext, wall: float) -> dict:
     """Build metrics.json (``build_metrics``), write it atomically and return it."""
     metrics = build_metrics(manifest=run.manifest, config=run.config, wall=wall)
     atomic_write_json(run.out / "metrics.json", metrics)
     return metrics
 
 
-def report_stage(run: RunContext) -> None:
+def report_stage(*, run: RunContext) -> None:
     """report.html, when asked for and the report module is importable (it needs Jinja2 and plotting)."""
     if not run.config.report:
         return

@@ -36,7 +36,7 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     n = t.num_rows
     for name, column in _annotation_columns(n).items():
         t = t.append_column(name, column)
-    tmp = fresh_tmp_dir(table_dir)
+    tmp = fresh_tmp_dir(final=table_dir)
     step = max(1, -(-n // BASE_FILES))
     for i, s in enumerate(range(0, n, step)):
         pq.write_table(t.slice(s, step), tmp / f"part-{i:05d}.parquet")
@@ -46,7 +46,7 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
             "class_counts": classes.tolist()}
 
 
-def ingest_stage(run: RunContext) -> None:
+def ingest_stage(*, run: RunContext) -> None:
     """Ingest unless the manifest has it; write ``config.yaml`` either way (a resumed run may have
     changed options that do not change results)."""
     facts = None

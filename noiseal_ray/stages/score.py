@@ -24,18 +24,18 @@ def score(*, table_dir: Path, model_dir: Path, out_dir: Path, config: RunConfig,
     """
     from ray.data import ActorPoolStrategy  # deferred: heavy (module docstring)
 
-    actors = fit_actors(actors, table_dir, batch_rows=config.score_batch_size)
-    ds = read_dir(table_dir, min_blocks=actors)
+    actors = fit_actors(actors=actors, table_dir=table_dir, batch_rows=config.score_batch_size)
+    ds = read_dir(path=table_dir, min_blocks=actors)
     threads = max(1, (os.cpu_count() or 1) // actors)
     ds = ds.map_batches(
         Scorer, fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": 32, "threads": threads},
         batch_size=config.score_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=1)
-    write_dir(ds, out_dir)
+    write_dir(ds=ds, final=out_dir)
 
 
-def score_stage(run: RunContext, *, round_no: int, actors: int) -> None:
+def score_stage(*, run: RunContext, round_no: int, actors: int) -> None:
     """Score round ``round_no``'s input with the previous round's models, unless done."""
-    stage = round_stage(round_no, SCORE)
+    stage = round_stage(round_no=round_no, step=SCORE)
     if run.manifest.done(stage):
         return
     rd = run.round_dir(round_no)

@@ -15,7 +15,7 @@ from noiseal_ray.rundir import parquet_rows
 MAX_BLOCK_ROWS = 8192
 
 
-def read_dir(path: Path, columns: list[str] | None = None, *, min_blocks: int | None = None):
+def read_dir(*, path: Path, columns: list[str] | None = None, min_blocks: int | None = None):
     """A table folder as a Ray Dataset (only ``columns``, when given).
 
     ``min_blocks``: cut it into at least that many blocks (streaming repartition, order kept), so
@@ -33,7 +33,7 @@ def read_dir(path: Path, columns: list[str] | None = None, *, min_blocks: int | 
     return ds
 
 
-def write_dir(ds, final: Path) -> None:
+def write_dir(*, ds, final: Path) -> None:
     """Write dataset ``ds`` to the folder ``final`` atomically, rows in dataset order.
 
     Not ``ds.write_parquet``: it can reorder the rows within a file (see data/sink.py).
@@ -43,6 +43,6 @@ def write_dir(ds, final: Path) -> None:
     write_parquet_dir(ds, final)
 
 
-def fit_actors(actors: int, table_dir: Path, *, batch_rows: int) -> int:
+def fit_actors(*, actors: int, table_dir: Path, batch_rows: int) -> int:
     """No more actors than batches to process: an idle actor still costs a process and a model load."""
     return max(1, min(actors, -(-parquet_rows(table_dir) // max(batch_rows, 1))))

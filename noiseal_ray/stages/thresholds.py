@@ -15,13 +15,13 @@ from noiseal_ray.stages.tables import read_dir
 
 def thresholds(*, scored_dir: Path, state: ThresholdState, num_classes: int) -> ThresholdState:
     """Update ``state`` (in place, and return it) with the class means of the scored table."""
-    ms, mw, _ = class_means(read_dir(scored_dir, ["label", "p_strong", "p_weak"]), num_classes=num_classes,
+    ms, mw, _ = class_means(read_dir(path=scored_dir, columns=["label", "p_strong", "p_weak"]), num_classes=num_classes,
                             per_class=state.per_class)
     state.update(mean_strong=ms, mean_weak=mw)
     return state
 
 
-def assign_parts(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
+def assign_parts(*, batch: dict, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
     """Set ``batch["part"]`` (R/P/H codes, (n,)) from p_strong, p_weak and label against the
     thresholds (C,); return the batch."""
     batch["part"] = partition(p_strong=batch["p_strong"], p_weak=batch["p_weak"],
@@ -29,16 +29,16 @@ def assign_parts(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray) -> dict:
     return batch
 
 
-def initial_state(run: RunContext) -> ThresholdState:
+def initial_state(*, run: RunContext) -> ThresholdState:
     """The thresholds the manifest holds, or fresh ones from the configuration."""
     if "thresholds" in run.manifest.data:
         return ThresholdState.from_dict(run.manifest.data["thresholds"])
     return ThresholdState(beta=run.config.ema_beta, per_class=run.config.per_class_threshold)
 
 
-def thresholds_stage(run: RunContext, *, round_no: int, state: ThresholdState) -> ThresholdState:
+def thresholds_stage(*, run: RunContext, round_no: int, state: ThresholdState) -> ThresholdState:
     """Update the thresholds from round ``round_no``'s scores, unless done; return them."""
-    stage = round_stage(round_no, THRESHOLDS)
+    stage = round_stage(round_no=round_no, step=THRESHOLDS)
     if run.manifest.done(stage):
         return state
     with run.progress.stage(f"{run.tag(round_no)} thresholds") as st:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +39,7 @@ class Trainer:
     storage: str
 
 
-def load_test_dataset(run: RunContext):
+def load_test_dataset(*, run: RunContext):
     """``config.test_data`` as a Ray Dataset (text, label in the corpus' label order), or None."""
     config = run.config
     if not config.test_data:
@@ -50,7 +52,7 @@ def load_test_dataset(run: RunContext):
     return ray.data.from_arrow(tc.to_table().select(["text", "label"]))
 
 
-def train_spec(config: RunConfig, *, init_dir: Path, epochs: int, round_no: int) -> TrainSpec:
+def train_spec(*, config: RunConfig, init_dir: Path, epochs: int, round_no: int) -> TrainSpec:
     """The ``TrainSpec`` of round ``round_no``'s fit: ``epochs`` epochs from ``init_dir``, its
     place in the run's learning-rate schedule, seed config.seed + round_no."""
     total_epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
@@ -72,22 +74,42 @@ def _fit_summary(round_no: int, m: dict) -> dict:
     return entry
 
 
-def fit_round(run: RunContext, trainer: Trainer, *, round_no: int, table_dir: Path, init_dir: Path,
+def _fit(trainer: Trainer, **kwargs) -> dict:
+    """``trainer.fit_fn(**kwargs)``, with Ctrl-C kept a KeyboardInterrupt.
+
+    Ray Train's fit installs its own SIGINT handler, which ends a fit with ``sys.exit(0)`` and
+    stays installed after it (a later Ctrl-C then did nothing, or ended the run silently with
+    exit code 0). The previous handler comes back after the fit, and that exit is the Ctrl-C it was.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer.fit_fn(**kwargs)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
+def fit_round(*, run: RunContext, trainer: Trainer, round_no: int, table_dir: Path, init_dir: Path,
               epochs: int) -> None:
     """Fit both models from ``init_dir`` on ``table_dir`` into ``rounds/r{n}/model``; record it."""
     config = run.config
     gpu = " (GPU)" if trainer.use_gpu else ""
     with run.progress.stage(f"[round {round_no}/{config.rounds}] train {epochs} epoch(s) on {config.workers} "
                             f"worker(s){gpu}", rows=run.manifest.n_rows * epochs) as st:
-        m = trainer.fit_fn(spec=train_spec(config, init_dir=init_dir, epochs=epochs, round_no=round_no),
-                           dataset=read_dir(table_dir, TRAIN_COLUMNS), workers=config.workers,
-                           use_gpu=trainer.use_gpu, name=f"{run.out.name}-r{round_no}", storage_path=trainer.storage,
-                           max_failures=config.max_failures, out_dir=str(run.round_dir(round_no) / "model"),
-                           test_dataset=trainer.test_ds, placement_strategy=config.train_placement)
+        m = _fit(trainer, spec=train_spec(config=config, init_dir=init_dir, epochs=epochs, round_no=round_no),
+                 dataset=read_dir(path=table_dir, columns=TRAIN_COLUMNS), workers=config.workers,
+                 use_gpu=trainer.use_gpu, name=f"{run.out.name}-r{round_no}", storage_path=trainer.storage,
+                 max_failures=config.max_failures, out_dir=str(run.round_dir(round_no) / "model"),
+                 test_dataset=trainer.test_ds, placement_strategy=config.train_placement)
         st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}" + (
             f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
     run.manifest.add_seconds("train", st["seconds"])
-    run.manifest.mark_round(round_stage(round_no, TRAIN), key=train_key(round_no), entry=_fit_summary(round_no, m))
+    run.manifest.mark_round(round_stage(round_no=round_no, step=TRAIN), key=train_key(round_no=round_no),
+                            entry=_fit_summary(round_no, m))
 
 
 def adopt_warmup(*, src: Path, label_names: list[str], dest: Path) -> None:
@@ -114,7 +136,7 @@ def adopt_warmup(*, src: Path, label_names: list[str], dest: Path) -> None:
     replace_dir(tmp, dest)
 
 
-def _new_models(run: RunContext, init_dir: Path) -> None:
+def _new_models(*, run: RunContext, init_dir: Path) -> None:
     """Save freshly initialised strong and weak models (seeded) to ``init_dir``."""
     from noiseal_ray.models.bundle import new_bundle, save_bundle  # deferred: imports torch
 
@@ -125,33 +147,33 @@ def _new_models(run: RunContext, init_dir: Path) -> None:
                                weak_hidden=config.weak_hidden, seed=config.seed), init_dir)
 
 
-def warm_up_stage(run: RunContext, trainer: Trainer) -> None:
+def warm_up_stage(*, run: RunContext, trainer: Trainer) -> None:
     """Round 0: ``rounds/r0/model`` from ``config.warmup_from``, or from new models trained
     ``config.warmup_epochs`` epochs on the base table (copied untrained when that is 0)."""
     config, manifest = run.config, run.manifest
-    init_dir, model_dir, r0_train = run.round_dir(0) / "init", run.round_dir(0) / "model", round_stage(0, TRAIN)
+    init_dir, model_dir, r0_train = run.round_dir(0) / "init", run.round_dir(0) / "model", round_stage(round_no=0, step=TRAIN)
     if config.warmup_from and not manifest.done(r0_train):
         with run.progress.stage(f"warm-up: adopt {config.warmup_from}"):
             adopt_warmup(src=Path(config.warmup_from), label_names=manifest.label_names, dest=model_dir)
         manifest.mark(INIT)
         manifest.mark(r0_train)
     if not manifest.done(INIT):
-        _new_models(run, init_dir)
+        _new_models(run=run, init_dir=init_dir)
         manifest.mark(INIT)
     if manifest.done(r0_train):
         return
     if config.warmup_epochs > 0:
-        fit_round(run, trainer, round_no=0, table_dir=run.base_table, init_dir=init_dir, epochs=config.warmup_epochs)
+        fit_round(run=run, trainer=trainer, round_no=0, table_dir=run.base_table, init_dir=init_dir, epochs=config.warmup_epochs)
     else:
-        replace_dir(copy_dir(init_dir), model_dir)
+        replace_dir(copy_dir(src=init_dir), model_dir)
         manifest.mark(r0_train)
 
 
-def train_stage(run: RunContext, trainer: Trainer, *, round_no: int) -> None:
+def train_stage(*, run: RunContext, trainer: Trainer, round_no: int) -> None:
     """Fit round ``round_no`` (1..config.rounds) on its table from the previous round's models,
     unless done; then drop its scored table (embeddings), needed only within the round."""
-    if run.manifest.done(round_stage(round_no, TRAIN)):
+    if run.manifest.done(round_stage(round_no=round_no, step=TRAIN)):
         return
-    fit_round(run, trainer, round_no=round_no, table_dir=run.round_dir(round_no) / "table",
+    fit_round(run=run, trainer=trainer, round_no=round_no, table_dir=run.round_dir(round_no) / "table",
               init_dir=run.round_dir(round_no - 1) / "model", epochs=run.config.epochs_per_round)
     shutil.rmtree(run.round_dir(round_no) / "scored", ignore_errors=True)

@@ -114,10 +114,10 @@ def test_fallback_skips_the_early_endpoint_check():
 
     cfg = RunConfig(annotator="llm", llm_endpoint=closed_port_url())
     with pytest.raises(AnnotatorError, match="unreachable"):
-        preflight_annotator(cfg, needed=True)
-    preflight_annotator(cfg, needed=False)  # a resumed run past its last annotate stage
+        preflight_annotator(config=cfg, needed=True)
+    preflight_annotator(config=cfg, needed=False)  # a resumed run past its last annotate stage
     cfg.annotator_fallback = "knn"
-    preflight_annotator(cfg, needed=True)
+    preflight_annotator(config=cfg, needed=True)
 
 
 # --------------------------------------------------------------------------------------------
