@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 
 from noiseal_ray.commands import bench as _bench
@@ -39,9 +40,14 @@ app.add_typer(_models.app, name="models")
 
 
 def main() -> None:
-    """Console-script entry point: known errors print one line and exit with their code."""
+    """Console-script entry point: known errors print one line and exit with their code.
+
+    Exit codes: 0 done; 1 unexpected error; 2 bad input or configuration; 3 output location; 4
+    annotator; 130 Ctrl-C (``run`` first says what it kept). A command's ``typer.Exit(code)``
+    and Typer's own Ctrl-C handling come back as the return value of ``app``.
+    """
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except NoisealError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
@@ -53,13 +59,11 @@ def main() -> None:
         sys.exit(130)
     except (typer.Exit,) as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except click.ClickException as exc:  # usage errors and friends
+        exc.show()
+        sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -37,14 +37,16 @@ def _rel(p: Path) -> str:
 @contextmanager
 def own_ray(*, workers: int):
     """A private local Ray for the whole grid (``address="local"``: never join a cluster another
-    job started on this machine), sized like ``noiseal_ray.pipeline.ray_session``."""
+    job started on this machine), sized like ``noiseal_ray.ray_session.ray_session``."""
     import logging
 
     import ray
 
+    from noiseal_ray.ray_session import local_num_cpus
+
     for name in ("ray", "ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers) + 2, include_dashboard=False,
+    ray.init(address="local", num_cpus=local_num_cpus(workers=workers), include_dashboard=False,
              log_to_driver=bool(os.environ.get("NOISEAL_VERBOSE")), logging_level=logging.WARNING)
     try:
         yield

@@ -177,7 +177,7 @@ def make_config(*, file: str | Path | None = None, overrides: Mapping[str, Any] 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML (atomic)."""
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.rundir import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

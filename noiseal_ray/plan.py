@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 from noiseal_ray.config import RunConfig
+from noiseal_ray.data.io import load_corpus
+from noiseal_ray.ray_session import local_num_cpus
+from noiseal_ray.train import steps_per_epoch
 
 
 def describe_plan(*, config: RunConfig, out: str) -> str:
     """A human-readable plan: data, classes, rounds, annotator load and Ray resources."""
-    from noiseal_ray.data.io import load_corpus
-    from noiseal_ray.models.strong import resolve_encoder
-    from noiseal_ray.train import steps_per_epoch
+    from noiseal_ray.models.strong import resolve_encoder  # deferred: the model module imports torch
 
     corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col, id_col=config.id_col,
                          clean_label_col=config.clean_label_col)
@@ -38,7 +37,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
            f"{', endpoint ' + config.llm_endpoint if config.llm_endpoint else ''}); at most one query per sample"
            f" that ever lands in P (each cached), i.e. at most {n}, typically the noisy 10-40%"
            if config.annotator == "llm" else ""),
-        f"Ray:         {'join ' + config.address if config.address else f'local Ray with {max(os.cpu_count() or 1, config.workers) + 2} logical CPUs'}; "
+        f"Ray:         {'join ' + config.address if config.address else f'local Ray with {local_num_cpus(workers=config.workers)} logical CPUs'}; "
         f"Train {config.workers} worker(s) x 1 CPU, GPU {gpu}; "
         f"{config.score_actors or config.workers} scoring actor(s) x 1 CPU"
         + (f"; LLM replicas {config.llm_min_replicas}-{config.llm_max_replicas}" if config.annotator == "llm"

@@ -1,10 +1,21 @@
-"""Demonstrations: a bounded pool of R samples and cosine retrieval over it (numpy only)."""
+"""Demonstrations: a bounded, seeded sample of R (the pool) and cosine retrieval over it.
+
+``DemoPool`` and its retrieval are numpy only. ``demo_pool`` samples the pool from a scored
+round table with Ray, imported inside the functions: importing it takes seconds.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from noiseal_ray.partition import CODES, ThresholdState
+from noiseal_ray.ray_session import configure_data_context
+from noiseal_ray.stages.tables import read_dir
+from noiseal_ray.stages.thresholds import assign_parts
 
 
 @dataclass(frozen=True)
@@ -50,3 +61,96 @@ class DemoPool:
         s = np.take_along_axis(sims, idx, axis=1)
         order = np.argsort(-s, axis=1, kind="stable")
         return np.take_along_axis(idx, order, axis=1), np.take_along_axis(s, order, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling the pool from a scored round table
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolHandle:
+    """A demonstration pool (``DemoPool``) in Ray's object store; the driver holds only this."""
+
+    ref: object  # ObjectRef[DemoPool]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int,
+              seed: int) -> PoolHandle:
+    """A seeded uniform sample of R, at most ``per_class`` rows per class, for retrieval.
+
+    Built by one Ray task (see ``build_demo_pool``) straight into the object store, where the
+    annotate actors fetch it: the driver's memory does not depend on the corpus or on the pool.
+    """
+    import ray  # deferred: heavy (module docstring)
+
+    build = ray.remote(num_cpus=0, num_returns=2)(_build_demo_pool_task)
+    ref, size = build.remote(scored_dir=scored_dir, state=state, num_classes=num_classes,
+                             per_class=per_class, seed=seed)
+    return PoolHandle(ref=ref, size=int(ray.get(size)))
+
+
+def _build_demo_pool_task(**kw):
+    configure_data_context()  # a fresh worker: no progress bars, ordered execution
+    pool = build_demo_pool(**kw)
+    return pool, len(pool)
+
+
+def hash_text(text: str) -> int:
+    """A stable 64-bit hash of ``text`` (blake2b), the same in every process."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _bottom_k(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray, seed: int, per_class: int) -> dict:
+    """Per class, the ``per_class`` R rows of ``batch`` with the smallest seeded hash ``u``."""
+    batch = assign_parts(batch=batch, tau_s=tau_s, tau_w=tau_w)
+    u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.uint64)
+    y = batch["label"].astype(np.int64)
+    keep = []
+    for c in np.unique(y[batch["part"] == CODES["R"]]):
+        rows = np.flatnonzero((batch["part"] == CODES["R"]) & (y == c))
+        keep.append(rows[np.argsort(u[rows], kind="stable")[:per_class]])
+    k = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    return {"text": batch["text"][k], "label": y[k], "embedding": batch["embedding"][k], "u": u[k]}
+
+
+def _bottom_k_merge(texts, labels, embs, us, per_class):
+    """Concatenate partial samples and keep the ``per_class`` smallest hashes of each class."""
+    t, y, e, u = (np.concatenate(x) if x else np.zeros(0) for x in (texts, labels, embs, us))
+    if not len(y):
+        return [t], [y.astype(np.int64)], [e], [u]
+    order = np.lexsort((u, y))
+    y_sorted = y[order]
+    first = np.searchsorted(y_sorted, y_sorted, side="left")
+    rank = np.arange(len(order)) - first
+    k = order[rank < per_class]
+    return [t[k]], [y[k].astype(np.int64)], [e[k]], [u[k]]
+
+
+def build_demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int,
+                    seed: int) -> DemoPool:
+    """The ``DemoPool`` of ``demo_pool``, built in the calling process.
+
+    One pass: each batch keeps, per class, its ``per_class`` R rows with the smallest seeded
+    hash; the caller merges those bounded partial samples into the global bottom-k (the same
+    rows whatever the batching, so the sample is deterministic). Memory: at most about
+    5 * per_class * num_classes rows at a time, whatever the corpus size.
+    """
+    parts = read_dir(path=scored_dir, columns=["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
+        _bottom_k, fn_kwargs={"tau_s": state.strong, "tau_w": state.weak, "seed": seed, "per_class": per_class},
+        batch_format="numpy", batch_size=4096)
+    texts, labels, embs, us = [], [], [], []
+    for b in parts.iter_batches(batch_size=None, batch_format="numpy"):
+        texts.append(b["text"])
+        labels.append(b["label"])
+        embs.append(b["embedding"])
+        us.append(b["u"])
+        if sum(len(x) for x in labels) > 4 * per_class * num_classes:
+            texts, labels, embs, us = _bottom_k_merge(texts, labels, embs, us, per_class)
+    texts, labels, embs, us = _bottom_k_merge(texts, labels, embs, us, per_class)
+    if not len(labels[0]):
+        return DemoPool(texts=np.zeros(0, object), labels=np.zeros(0, np.int64), embeddings=np.zeros((0, 1), np.float32))
+    return DemoPool(texts=texts[0].astype(object), labels=labels[0], embeddings=embs[0].astype(np.float32))

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from noiseal_ray.ray_session import cluster_has_gpus
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "noiseal-relabel"
@@ -47,13 +49,6 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cluster_has_gpus() -> bool:
-    """True when the connected Ray cluster advertises at least one GPU."""
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0)) >= 1
 
 
 def build_llm_app(

@@ -24,12 +24,11 @@ def predict(
 
     Example: noiseal-ray predict --model runs/demo/model --data test.csv --label-col label --out preds.csv
     """
-    from noiseal_ray.pipeline import ray_session
+    # Deferred: cli.py imports every command module, and --help must not load Ray or the models.
     from noiseal_ray.predict import predict as run_predict
+    from noiseal_ray.ray_session import configure_data_context, ray_session
 
     with ray_session(address=address, workers=actors):
-        from noiseal_ray.pipeline import configure_data_context
-
         configure_data_context()
         res = run_predict(model_dir=str(model), data=data, out=out, text_col=text_col or "text", id_col=id_col,
                           label_col=label_col, actors=actors)

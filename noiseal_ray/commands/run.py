@@ -45,9 +45,10 @@ def run(
       noiseal-ray run                      # shipped sample, local Ray, offline models
       noiseal-ray run --data tickets.csv --text-col body --label-col queue --out runs/tickets --workers 8
     """
+    # Deferred: cli.py imports every command module, and --help must not load the pipeline.
     from noiseal_ray.config import make_config
-    from noiseal_ray.data.io import check_run_dir_path
-    from noiseal_ray.pipeline import Progress, apply_sample_defaults, run_pipeline
+    from noiseal_ray.pipeline import Progress, apply_sample_defaults, interruption_message, run_pipeline
+    from noiseal_ray.rundir import check_run_dir_path
 
     check_run_dir_path(out)  # run_pipeline checks too; here it also stops a --dry-run that could never run
 
@@ -65,7 +66,17 @@ def run(
         typer.echo(describe_plan(config=cfg, out=str(out)))
         return
     typer.echo(f"noiseal-ray run: {cfg.data} -> {out} ({cfg.workers} workers, annotator {cfg.annotator})")
-    metrics = run_pipeline(config=cfg, out=str(out), progress=Progress(enabled=not quiet))
+    try:
+        metrics = run_pipeline(config=cfg, out=str(out), progress=Progress(enabled=not quiet))
+    except KeyboardInterrupt:
+        typer.secho(interruption_message(out=out), err=True)
+        raise typer.Exit(130) from None
+    typer.echo(_summary_line(metrics))
+    typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json")
+
+
+def _summary_line(metrics: dict) -> str:
+    """The "done: ..." line of a finished run: sizes, changes, and accuracies when measured."""
     fin = metrics.get("final", {})
     line = f"done: {metrics['rows']} rows, R {fin['sizes']['R']} P {fin['sizes']['P']} H {fin['sizes']['H']}, " \
            f"{fin.get('changed', 0)} labels changed"
@@ -76,5 +87,4 @@ def run(
         line += f" ({fin['correction']['precision']:.1%} of the changes fix a wrong label)"
     if "test_accuracy_last" in fin:
         line += f"; test accuracy {fin['test_accuracy_last']:.4f}"
-    typer.echo(line)
-    typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json")
+    return line

@@ -67,7 +67,7 @@ def write_parquet_dir(ds, final: str | Path, *, prepare: Callable[[Path], None] 
     never leaves a partial ``final``, and an existing ``final`` is replaced whole. The count comes
     from the written files' footers, so the dataset is executed once.
     """
-    from noiseal_ray.data.io import parquet_rows, replace_dir
+    from noiseal_ray.rundir import parquet_rows, replace_dir
 
     final = Path(final)
     tmp = final.parent / f".{final.name}.tmp"

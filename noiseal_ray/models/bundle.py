@@ -80,7 +80,7 @@ def save_bundle(bundle: Bundle, path: str | Path, *, include_weak: bool = True) 
     """Write the bundle to ``path`` atomically (a temp dir renamed into place)."""
     from safetensors.torch import save_file
 
-    from noiseal_ray.data.io import replace_dir
+    from noiseal_ray.rundir import replace_dir
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

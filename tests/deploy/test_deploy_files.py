@@ -27,7 +27,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
 from noiseal_ray.config import RunConfig, make_config
-from noiseal_ray.data.io import check_run_dir_path
+from noiseal_ray.rundir import check_run_dir_path
 from noiseal_ray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -214,7 +214,7 @@ def test_written_tables_keep_dataset_order_and_count(ray_cluster, tmp_path):
     from ray.data import ActorPoolStrategy
 
     from noiseal_ray.data.sink import write_parquet_dir
-    from noiseal_ray.pipeline import configure_data_context
+    from noiseal_ray.ray_session import configure_data_context
 
     class Jitter:  # defined here: pickled by value, the Ray workers cannot import a test module
         """A random time per batch, so that the actors' tasks finish out of submission order."""

@@ -61,6 +61,36 @@ def test_unwritable_out_at_the_library_level(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Ctrl-C
+# --------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_says_what_was_kept_and_that_the_same_command_resumes(tmp_path, run_cli, csv_corpus, monkeypatch):
+    """A KeyboardInterrupt (Ctrl-C) mid-run: exit 130 and one line naming the completed stages kept
+    in --out and saying that the same command resumes; the folder is not left locked."""
+    import noiseal_ray.pipeline as pipeline
+    import noiseal_ray.stages.ingest as ingest_mod
+
+    def ctrl_c(**kw):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    args = ("run", "--data", csv_corpus, "--out", str(out), "--quiet", "--no-report")
+    with monkeypatch.context() as m:
+        m.setattr(ingest_mod, "ingest", ctrl_c)  # before the first stage completes
+        r = run_cli(*args)
+    assert r.code == 130, (r.out, r.err)
+    assert r.err_lines == [f"interrupted: no stage had completed, so {out} keeps nothing to resume; "
+                           "the same command starts again"]
+    monkeypatch.setattr(pipeline, "ray_session", ctrl_c)  # once the corpus is ingested
+    r = run_cli(*args)
+    assert r.code == 130, (r.out, r.err)
+    assert r.err_lines == [f"interrupted: {out} keeps 1 completed stage(s), the last ingest; "
+                           "the same command resumes from there"]
+    assert "Traceback" not in r.err
+
+
+# --------------------------------------------------------------------------------------------
 # LLM endpoint unreachable from the start
 # --------------------------------------------------------------------------------------------
 
@@ -80,14 +110,14 @@ def test_cli_unreachable_llm_endpoint_exit_4_fast(tmp_path, run_cli, csv_corpus)
 def test_fallback_skips_the_early_endpoint_check():
     """With annotator_fallback set, the early check does not fail the run: ``llm_backend`` falls
     back to that annotator (tests/unit/test_llm_client.py::test_backend_unreachable_raises_or_falls_back)."""
-    from noiseal_ray.pipeline import _preflight_annotator
+    from noiseal_ray.stages.annotate import preflight_annotator
 
     cfg = RunConfig(annotator="llm", llm_endpoint=closed_port_url())
     with pytest.raises(AnnotatorError, match="unreachable"):
-        _preflight_annotator(cfg, needed=True)
-    _preflight_annotator(cfg, needed=False)  # a resumed run past its last annotate stage
+        preflight_annotator(config=cfg, needed=True)
+    preflight_annotator(config=cfg, needed=False)  # a resumed run past its last annotate stage
     cfg.annotator_fallback = "knn"
-    _preflight_annotator(cfg, needed=True)
+    preflight_annotator(config=cfg, needed=True)
 
 
 # --------------------------------------------------------------------------------------------

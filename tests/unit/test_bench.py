@@ -428,7 +428,7 @@ def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, ca
     cell = smoke().cells[0]
     held = tmp_path / "locks" / cell.key
     held.mkdir(parents=True)
-    code = ("import sys, time; from noiseal_ray.data.io import hold_run_dir\n"
+    code = ("import sys, time; from noiseal_ray.rundir import hold_run_dir\n"
             "with hold_run_dir(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(held)], stdout=subprocess.PIPE, text=True)
     try:

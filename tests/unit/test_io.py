@@ -94,7 +94,7 @@ def load_ok(tmp_path):
 
 
 def test_sweep_debris_removes_only_what_killed_writes_leave(tmp_path):
-    from noiseal_ray.data.io import sweep_debris
+    from noiseal_ray.rundir import sweep_debris
 
     keep = ["labels.parquet/part-0.parquet", "metrics.json", ".hidden-user-file", "notes.tmp",
             "checkpoints/.model.tmp-abc/state.json", "rounds/r1/.old-notes", "x.old-12345678"]
@@ -121,7 +121,7 @@ def _holder(folder):
     import subprocess
     import sys
 
-    code = ("import sys, time; from noiseal_ray.data.io import hold_run_dir\n"
+    code = ("import sys, time; from noiseal_ray.rundir import hold_run_dir\n"
             "with hold_run_dir(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -129,7 +129,7 @@ def _holder(folder):
 
 
 def test_a_second_process_is_refused_a_held_run_dir_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    from noiseal_ray.data.io import hold_run_dir
+    from noiseal_ray.rundir import hold_run_dir
     from noiseal_ray.errors import OutputError
 
     proc = _holder(tmp_path)
@@ -167,7 +167,7 @@ def test_run_refuses_an_out_folder_another_run_is_using_before_any_work(tmp_path
 def test_adopted_warmup_must_be_a_full_bundle_with_the_same_labels(tiny_encoder, tmp_path):
     from noiseal_ray.errors import ConfigError
     from noiseal_ray.models.bundle import new_bundle, save_bundle
-    from noiseal_ray.pipeline import adopt_warmup
+    from noiseal_ray.stages.train import adopt_warmup
 
     src = tmp_path / "r0model"
     save_bundle(new_bundle(strong_model=tiny_encoder, label_names=["a", "b"], max_length=16, weak_embed_dim=8,

@@ -10,7 +10,7 @@ import pytest
 from noiseal_ray.annotate.base import Answer
 from noiseal_ray.annotate.demos import DemoPool
 from noiseal_ray.annotate.factory import AnnotatorSpec
-from noiseal_ray.pipeline import PartitionAnnotate
+from noiseal_ray.stages.annotate import PartitionAnnotate
 
 
 @pytest.mark.parametrize(

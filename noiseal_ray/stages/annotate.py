@@ -1,0 +1,167 @@
+"""Partition + annotate: assign R/P/H with the round's thresholds, then relabel the P rows not
+yet answered, each with its nearest demonstrations from R (Ray Data actor pool).
+
+Ray is imported inside the functions: importing it takes seconds, and the unit tests that
+import the stages do not need it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from noiseal_ray.annotate.base import Demo, Query, gate_answer
+from noiseal_ray.annotate.demos import PoolHandle, demo_pool
+from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_annotator
+from noiseal_ray.annotate.llm import check_endpoint, normalize_base_url
+from noiseal_ray.config import RunConfig
+from noiseal_ray.finalize import STAT_KEYS, batch_stats, summarise
+from noiseal_ray.partition import CODES, ThresholdState
+from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage
+from noiseal_ray.score import reduce_sum
+from noiseal_ray.stages.context import RunContext
+from noiseal_ray.stages.tables import fit_actors, read_dir, write_dir
+from noiseal_ray.stages.thresholds import assign_parts
+
+TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
+COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached",
+                 "truncated"]
+
+
+class PartitionAnnotate:
+    """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated."""
+
+    def __init__(self, *, spec, pool, tau_s, tau_w, round_no: int, label_names: list[str], demos: int,
+                 class_balanced: bool, candidates_topk: int, min_logprob: float | None):
+        import ray  # deferred: heavy (module docstring)
+
+        self.annotator = make_annotator(spec)
+        self.pool = ray.get(pool) if isinstance(pool, ray.ObjectRef) else pool
+        self.tau_s, self.tau_w = tau_s, tau_w
+        self.round_no = round_no
+        self.label_names = label_names
+        self.k = demos
+        self.class_balanced = class_balanced
+        self.topk = candidates_topk
+        self.min_logprob = min_logprob
+
+    def _queries(self, batch: dict, need: np.ndarray) -> list[Query]:
+        """One query per row index in ``need``, with its demonstrations (and candidate labels)."""
+        idx, sims = self.pool.nearest(batch["embedding"][need], k=self.k, class_balanced=self.class_balanced,
+                                      num_classes=len(self.label_names))
+        queries = []
+        for j, row in enumerate(need):
+            cands = None
+            if self.topk:
+                cands = tuple(int(c) for c in np.argsort(-batch["probs"][row], kind="stable")[: self.topk])
+            demos = tuple(Demo(text=str(self.pool.texts[i]), label=int(self.pool.labels[i]), similarity=float(s))
+                          for i, s in zip(idx[j], sims[j]))
+            queries.append(Query(id=str(batch["id"][row]), text=str(batch["text"][row]),
+                                 given=int(batch["label"][row]), demos=demos, candidates=cands))
+        return queries
+
+    def __call__(self, batch: dict) -> dict:
+        batch = assign_parts(batch=batch, tau_s=self.tau_s, tau_w=self.tau_w)
+        need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
+        if self.annotator is not None and len(need):
+            answers = self.annotator.annotate(queries=self._queries(batch, need), label_names=self.label_names)
+            llm = batch["llm_label"].copy()
+            lp = batch["llm_logprob"].copy()
+            err = batch["llm_error"].astype(object).copy()
+            rnd = batch["llm_round"].copy()
+            cached = batch["llm_cached"].copy()
+            for row, a in zip(need, answers):
+                label, error = gate_answer(a, min_logprob=self.min_logprob)
+                llm[row] = -1 if label is None else int(label)
+                lp[row] = np.nan if a.logprob is None else a.logprob
+                err[row] = error or ""
+                rnd[row] = self.round_no
+                cached[row] = bool(a.cached)
+            batch.update(llm_label=llm, llm_logprob=lp, llm_error=err, llm_round=rnd, llm_cached=cached)
+        return {k: v for k, v in batch.items() if k not in TABLE_DROP}
+
+
+def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdState, round_no: int,
+             label_names: list[str], config: RunConfig, actors: int) -> None:
+    """Partition + annotate the scored table into the round table ``out_dir`` (rows in order).
+
+    ``pool``: a ``PoolHandle`` (from ``demo_pool``) or a ``DemoPool``; ``spec``: the annotator.
+    """
+    import ray  # deferred: heavy (module docstring)
+    from ray.data import ActorPoolStrategy
+
+    pool_ref = pool.ref if isinstance(pool, PoolHandle) else ray.put(pool)
+    actors = fit_actors(actors=actors, table_dir=scored_dir, batch_rows=max(config.score_batch_size, 256))
+    ds = read_dir(path=scored_dir, min_blocks=actors)
+    ds = ds.map_batches(
+        PartitionAnnotate,
+        fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,
+                                   round_no=round_no, label_names=label_names, demos=config.demos,
+                                   class_balanced=config.class_balanced_demos,
+                                   candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
+        batch_size=max(config.score_batch_size, 256), batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        num_cpus=0.5)
+    write_dir(ds=ds, final=out_dir)
+
+
+def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
+    """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table."""
+    sums = reduce_sum(read_dir(path=table_dir, columns=COUNT_COLUMNS), batch_stats, round_no=round_no, hard_policy=hard_policy)
+    return {k: int(sums[k]) for k in STAT_KEYS}
+
+
+def preflight_annotator(*, config: RunConfig, needed: bool) -> None:
+    """An explicit LLM endpoint that does not answer is an AnnotatorError before any work
+    (unless a fallback annotator is configured: then ``llm_backend`` falls back later)."""
+    if not needed or config.annotator != "llm" or not config.llm_endpoint:
+        return
+    if config.annotator_fallback not in (None, "llm"):
+        return
+    check_endpoint(base_url=normalize_base_url(config.llm_endpoint), api_key_env=config.llm_api_key_env,
+                   model=config.llm_model)
+
+
+def annotating_left(*, run: RunContext) -> bool:
+    """True while the last round's partition + annotate has not completed."""
+    return not run.manifest.done(round_stage(round_no=run.last_round, step=ANNOTATE))
+
+
+@contextmanager
+def annotator_for(*, run: RunContext) -> Iterator[AnnotatorSpec]:
+    """The annotator spec for the rounds; its backend (e.g. an LLM service) is started only when an
+    annotate stage is still to run."""
+    if not annotating_left(run=run):
+        yield AnnotatorSpec(kind="none")
+        return
+    with annotator_backend(config=run.config, run_dir=str(run.out)) as spec:
+        yield spec
+
+
+def partition_annotate_stage(*, run: RunContext, round_no: int, state: ThresholdState, spec: AnnotatorSpec,
+                             actors: int) -> None:
+    """Sample the demonstration pool, partition + annotate round ``round_no`` and record its
+    summary (sizes, annotator counts, thresholds, pool size), unless done."""
+    stage = round_stage(round_no=round_no, step=ANNOTATE)
+    if run.manifest.done(stage):
+        return
+    config, names = run.config, run.manifest.label_names
+    scored, c = run.round_dir(round_no) / "scored", len(names)
+    with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
+        pool = demo_pool(scored_dir=scored, state=state, num_classes=c, per_class=config.demo_pool_per_class_for(c),
+                         seed=config.seed + round_no)
+        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool, state=state,
+                 round_no=round_no, label_names=names, config=config, actors=actors)
+        counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
+                              hard_policy=config.hard_policy)
+        summary = summarise(counts)
+        s = summary["sizes"]
+        st["rows"] = counts["n"]
+        st["note"] = (f"R {s['R']} P {s['P']} H {s['H']}, {summary['annotator']['new_answers']} new "
+                      f"labels, {summary['annotator']['failed']} failed")
+    run.manifest.add_seconds("annotate", st["seconds"])
+    summary["thresholds"] = {"strong": state.strong.tolist(), "weak": state.weak.tolist()}
+    summary["demo_pool"] = len(pool)
+    run.manifest.mark_round(stage, key=partition_key(round_no=round_no), entry=summary)

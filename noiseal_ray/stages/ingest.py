@@ -1,0 +1,59 @@
+"""Ingest: read and validate the corpus on the driver, write it as the base round table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from noiseal_ray.config import RunConfig, save_config
+from noiseal_ray.data.io import load_corpus
+from noiseal_ray.rundir import INGEST, fresh_tmp_dir, replace_dir
+from noiseal_ray.stages.context import RunContext
+
+BASE_FILES = 8  # files of the base table, so that Ray Data can read it in parallel
+
+
+def _annotation_columns(n: int) -> dict[str, pa.Array]:
+    """The columns partition + annotate fill in, as nobody has filled them yet (n rows)."""
+    return {"part": pa.array(np.zeros(n, np.int8)), "llm_label": pa.array(np.full(n, -1, np.int64)),
+            "llm_logprob": pa.array(np.full(n, np.nan)), "llm_error": pa.array([""] * n, pa.string()),
+            "llm_round": pa.array(np.full(n, -1, np.int64)), "llm_cached": pa.array(np.zeros(n, bool))}
+
+
+def ingest(*, config: RunConfig, table_dir: Path) -> dict:
+    """Read and validate ``config.data``, write the base table to ``table_dir``; return its facts.
+
+    Table columns: id, text, label, clean_label (-1 unknown) and the annotation columns (part 0,
+    llm_label -1, llm_logprob NaN, llm_error "", llm_round -1, llm_cached False). Facts:
+    label_names, n_rows, has_clean, class_counts (C,).
+    """
+    corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col,
+                         id_col=config.id_col, clean_label_col=config.clean_label_col)
+    t = corpus.to_table()
+    n = t.num_rows
+    for name, column in _annotation_columns(n).items():
+        t = t.append_column(name, column)
+    tmp = fresh_tmp_dir(final=table_dir)
+    step = max(1, -(-n // BASE_FILES))
+    for i, s in enumerate(range(0, n, step)):
+        pq.write_table(t.slice(s, step), tmp / f"part-{i:05d}.parquet")
+    replace_dir(tmp, table_dir)
+    classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
+    return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
+            "class_counts": classes.tolist()}
+
+
+def ingest_stage(*, run: RunContext) -> None:
+    """Ingest unless the manifest has it; write ``config.yaml`` either way (a resumed run may have
+    changed options that do not change results)."""
+    facts = None
+    if not run.manifest.done(INGEST):
+        with run.progress.stage("ingest: read and validate the corpus") as st:
+            facts = ingest(config=run.config, table_dir=run.base_table)
+            st["rows"] = facts["n_rows"]
+    save_config(run.config, run.out / "config.yaml")
+    if facts is not None:
+        run.manifest.mark(INGEST, **facts, metrics={"rounds": [], "stage_seconds": {}})
