@@ -6,17 +6,22 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from noiseal_ray.console import Terminal
+
 
 class Progress:
     """One clear line per stage with counts, rate and time; quiet otherwise.
 
-    ``echo`` receives each line (default: print and flush); ``enabled=False`` prints nothing but
-    still times the stages.
+    Lines go to ``echo`` when given (tests and benchmarks collect them), else to ``terminal``
+    (default: stdout), which on a real terminal also shows the running stage live with its
+    elapsed time. ``enabled=False`` prints nothing but still times the stages.
     """
 
-    def __init__(self, enabled: bool = True, echo: Callable[[str], None] | None = None):
+    def __init__(self, enabled: bool = True, echo: Callable[[str], None] | None = None, *,
+                 terminal: Terminal | None = None):
         self.enabled = enabled
-        self.echo = echo or (lambda s: print(s, flush=True))
+        self.terminal = None if echo else (terminal or Terminal())
+        self.echo = echo or self.terminal.line
 
     @contextmanager
     def stage(self, label: str, *, rows: int | None = None) -> Iterator[dict]:
@@ -28,8 +33,15 @@ class Progress:
         info: dict = {}
         t0 = time.time()
         if self.enabled:
-            self.echo(f"  {label} ...")
-        yield info
+            if self.terminal is not None:
+                self.terminal.begin(f"  {label}")
+            else:
+                self.echo(f"  {label} ...")
+        try:
+            yield info
+        finally:
+            if self.enabled and self.terminal is not None:
+                self.terminal.end()
         dt = time.time() - t0
         info["seconds"] = dt
         if self.enabled:

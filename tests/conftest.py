@@ -56,6 +56,7 @@ SLOW_MODULES = (
     "tests/report/",
     "tests/ray/test_serve_listen.py",
     "tests/ray/test_train_local.py",
+    "tests/ray/test_terminal_output.py",
     "tests/reliability/test_faults_ray.py",
 )
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from noiseal_ray.commands.options import Address, IdCol, LabelCol, Seed, TextCol
+
+# Where a quiet run keeps what Ray and the libraries print, relative to the run folder.
+RAY_LOG = "logs/ray.log"
 
 
 def run(
@@ -38,6 +42,7 @@ def run(
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, do nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own messages and the workers' logs here (default: OUT/logs/ray.log).")] = False,
 ) -> None:
     """Find and fix wrong labels: co-train, partition into R/P/H, relabel P, write labels.parquet.
 
@@ -47,8 +52,9 @@ def run(
     """
     # Deferred: cli.py imports every command module, and --help must not load the pipeline.
     from noiseal_ray.config import make_config
+    from noiseal_ray.console import Terminal, others_to_log
     from noiseal_ray.pipeline import Progress, apply_sample_defaults, interruption_message, run_pipeline
-    from noiseal_ray.rundir import check_run_dir_path
+    from noiseal_ray.rundir import check_run_dir_path, check_writable, hold_run_dir
 
     check_run_dir_path(out)  # run_pipeline checks too; here it also stops a --dry-run that could never run
 
@@ -66,13 +72,23 @@ def run(
         typer.echo(describe_plan(config=cfg, out=str(out)))
         return
     typer.echo(f"noiseal-ray run: {cfg.data} -> {out} ({cfg.workers} workers, annotator {cfg.annotator})")
+    if verbose:
+        os.environ["NOISEAL_VERBOSE"] = "1"  # ray_session streams the workers' logs too
+    check_writable(out)
+    with hold_run_dir(out):  # refuse a folder another run holds before our log goes into it
+        pass
+    ray_log = None if verbose else Path(out) / RAY_LOG
     try:
-        metrics = run_pipeline(config=cfg, out=str(out), progress=Progress(enabled=not quiet))
+        # Ray's own lines (raylet warnings, C++ core-worker notes, Ray Data's INFO) go to the log.
+        with others_to_log(ray_log) as stream:
+            progress = Progress(enabled=not quiet, terminal=Terminal(stream=stream))
+            metrics = run_pipeline(config=cfg, out=str(out), progress=progress)
     except KeyboardInterrupt:
         typer.secho(interruption_message(out=out), err=True)
         raise typer.Exit(130) from None
     typer.echo(_summary_line(metrics))
-    typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json")
+    typer.echo(f"outputs: {out}/labels.parquet, {out}/model/, {out}/metrics.json"
+               + (f"; Ray's own messages: {ray_log}" if ray_log else ""))
 
 
 def _summary_line(metrics: dict) -> str:
