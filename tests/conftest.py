@@ -48,8 +48,8 @@ def tiny_encoder(tmp_path_factory) -> str:
 
 # The fast tier (`pytest -m "not slow"`, under 5 minutes on 2 cores) keeps every module's logic:
 # the unit tests, the deploy-file checks, the bad-input and fault tests, and one end-to-end run on
-# Ray. These modules start vLLM, a browser, a second Ray node or kill workers, and are "slow";
-# single slow tests elsewhere carry @pytest.mark.slow themselves. CI runs everything.
+# Ray. These modules start vLLM, a browser, a second Ray node or kill workers, and are "slow", as
+# are the single tests below; a test may also carry @pytest.mark.slow itself. CI runs everything.
 SLOW_MODULES = (
     "tests/llm/",
     "tests/cluster/",
@@ -60,9 +60,15 @@ SLOW_MODULES = (
     "tests/reliability/test_faults_ray.py",
 )
 
+# Single tests of fast modules that take minutes: a second and third run of the pipeline.
+SLOW_TESTS = (
+    "tests/ray/test_pipeline.py::test_sigkill_mid_round_then_rerun_matches_uninterrupted",
+    "tests/ray/test_pipeline.py::test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it",
+)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
-        if path.startswith(SLOW_MODULES):
+        if path.startswith(SLOW_MODULES) or f"{path}::{item.name}" in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
