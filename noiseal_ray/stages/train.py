@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -74,25 +72,6 @@ def _fit_summary(round_no: int, m: dict) -> dict:
     return entry
 
 
-def _fit(trainer: Trainer, **kwargs) -> dict:
-    """``trainer.fit_fn(**kwargs)``, with Ctrl-C kept a KeyboardInterrupt.
-
-    Ray Train's fit installs its own SIGINT handler, which ends a fit with ``sys.exit(0)`` and
-    stays installed after it (a later Ctrl-C then did nothing, or ended the run silently with
-    exit code 0). The previous handler comes back after the fit, and that exit is the Ctrl-C it was.
-    """
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        return trainer.fit_fn(**kwargs)
-    except SystemExit as exc:
-        if exc.code in (None, 0):
-            raise KeyboardInterrupt from exc
-        raise
-    finally:
-        if previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
-
-
 def fit_round(*, run: RunContext, trainer: Trainer, round_no: int, table_dir: Path, init_dir: Path,
               epochs: int) -> None:
     """Fit both models from ``init_dir`` on ``table_dir`` into ``rounds/r{n}/model``; record it."""
@@ -100,11 +79,11 @@ def fit_round(*, run: RunContext, trainer: Trainer, round_no: int, table_dir: Pa
     gpu = " (GPU)" if trainer.use_gpu else ""
     with run.progress.stage(f"[round {round_no}/{config.rounds}] train {epochs} epoch(s) on {config.workers} "
                             f"worker(s){gpu}", rows=run.manifest.n_rows * epochs) as st:
-        m = _fit(trainer, spec=train_spec(config=config, init_dir=init_dir, epochs=epochs, round_no=round_no),
-                 dataset=read_dir(path=table_dir, columns=TRAIN_COLUMNS), workers=config.workers,
-                 use_gpu=trainer.use_gpu, name=f"{run.out.name}-r{round_no}", storage_path=trainer.storage,
-                 max_failures=config.max_failures, out_dir=str(run.round_dir(round_no) / "model"),
-                 test_dataset=trainer.test_ds, placement_strategy=config.train_placement)
+        m = trainer.fit_fn(spec=train_spec(config=config, init_dir=init_dir, epochs=epochs, round_no=round_no),
+                           dataset=read_dir(path=table_dir, columns=TRAIN_COLUMNS), workers=config.workers,
+                           use_gpu=trainer.use_gpu, name=f"{run.out.name}-r{round_no}", storage_path=trainer.storage,
+                           max_failures=config.max_failures, out_dir=str(run.round_dir(round_no) / "model"),
+                           test_dataset=trainer.test_ds, placement_strategy=config.train_placement)
         st["note"] = f"loss strong {m.get('loss_strong', float('nan')):.3f}" + (
             f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
     run.manifest.add_seconds("train", st["seconds"])
