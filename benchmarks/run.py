@@ -135,7 +135,7 @@ def run_quality(grid: Grid, *, out: Path, data_root: Path, fresh: bool, only_key
                 keep_models: bool = False) -> list[dict]:
     """Run the grid's cells (or those in ``only_keys``) that have no record for their current
     specification; each under a lock, so parallel processes sharing ``out`` never run one twice."""
-    from noiseal_ray.data.io import hold_run_dir
+    from noiseal_ray.rundir import hold_run_dir
     from noiseal_ray.errors import OutputError
 
     rec_dir = out / "records"
@@ -168,7 +168,7 @@ def _run_cell(cell: Cell, *, label: str, out: Path, data_root: Path, fresh: bool
     """Run one cell in its work folder and write its record to ``record``; the caller holds the cell."""
     from benchmarks.grid import prepare_data
     from benchmarks.methods import run_method
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.rundir import atomic_write_text
 
     rec = None if fresh else _cached(cell, record)  # again, now that this process holds the cell
     if rec is not None:
@@ -212,7 +212,7 @@ def backfill_from_labels(out: Path) -> int:
     before they existed, from their work folder; no cell is rerun. Returns how many records it completed."""
     from benchmarks.anatomy import FROM_LABELS as derived
     from benchmarks.records import read_record
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.rundir import atomic_write_text
 
     done = 0
     for path in sorted((out / "records").glob("*.json")):
@@ -338,7 +338,7 @@ def bench(*, grid: str = "smoke", out: str | None = None, results: str | None = 
 def run_parts(g: Grid, *, out: Path, data_root: Path, only: str | None, fresh: bool, keep_models: bool,
               cells: set[str] | None, speed_names: set[str] | None) -> dict:
     """Run the grid's quality cells and speed measurements in one private Ray; returns the run information."""
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.rundir import atomic_write_text
     from noiseal_ray.pipeline import configure_data_context
 
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.grid import DATASETS, SEMANTICS, SpeedSpec
 from benchmarks.records import read_record
-from noiseal_ray.data.io import atomic_write_text
+from noiseal_ray.rundir import atomic_write_text
 
 
 def _hash(obj) -> str:

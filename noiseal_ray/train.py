@@ -328,7 +328,7 @@ def fit(*, spec: TrainSpec, dataset: Dataset, workers: int, use_gpu: bool, name:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from noiseal_ray.data.io import replace_dir
+    from noiseal_ray.rundir import replace_dir
 
     config = WorkerSpec(**{f.name: getattr(spec, f.name) for f in fields(TrainSpec)},
                         has_test=test_dataset is not None, local_mode=workers == 0).to_config()

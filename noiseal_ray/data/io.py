@@ -25,10 +25,6 @@ from pyarrow import fs as pafs
 
 from noiseal_ray.errors import InputError
 from noiseal_ray.rundir import atomic_write_bytes
-# Re-exported for importers that predate noiseal_ray.rundir (owned elsewhere); new code imports
-# them from noiseal_ray.rundir.
-from noiseal_ray.rundir import (atomic_write_text, check_run_dir_path, check_writable, hold_run_dir,  # noqa: F401
-                                is_uri, parquet_rows, replace_dir, sweep_debris)
 
 FORMATS = ("csv", "jsonl", "parquet")
 MAX_SHOWN = 5  # offending rows named in an error message

@@ -105,7 +105,7 @@ def build_report(*, run_dir: str | Path) -> str:
 
 def write_report(*, run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run in ``run_dir`` to ``out`` (default RUN_DIR/report.html), atomically."""
-    from noiseal_ray.data.io import atomic_write_text
+    from noiseal_ray.rundir import atomic_write_text
 
     text = build_report(run_dir=run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
