@@ -347,6 +347,12 @@ def fit(*, spec: TrainSpec, dataset: Dataset, workers: int, use_gpu: bool, name:
         # The test set is not split: rank 0 reads all of it.
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+    if hasattr(trainer, "_register_sigint_handler"):
+        # Ray Train's fit installs a SIGINT handler for the rest of the process: it aborts the fit
+        # and exits 0 or 1 without a word, or, after the fit, swallows the next Ctrl-C. A Ctrl-C
+        # must reach the pipeline as KeyboardInterrupt instead: `run` then says what was kept
+        # and exits 130; the local Ray (controller and workers) goes with ray.shutdown().
+        trainer._register_sigint_handler = lambda controller: None
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training {name} finished without a checkpoint")
