@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.grid import Cell
+from benchmarks.grid import NOISEAL_OPTIONS, Cell
 from noiseal_ray.pipeline import Progress
 
 
@@ -210,8 +210,9 @@ def warmup_source(*, cell: Cell, work: Path) -> tuple[Path, Path]:
             work.parent.parent / "records" / f"{base.key}.json")
 
 
-def run_noiseal(*, cell: Cell, meta: dict, work: Path, annotator: str) -> dict:
-    """``run_pipeline`` with ``annotator``; a paired cell adopts the same seed's base warm-up."""
+def run_noiseal(*, cell: Cell, meta: dict, work: Path, options: dict) -> dict:
+    """``run_pipeline`` with the variant's ``options`` (``grid.NOISEAL_OPTIONS``: annotator, split,
+    ...); a paired cell adopts the same seed's base warm-up."""
     import json
 
     from noiseal_ray.config import make_config
@@ -230,8 +231,8 @@ def run_noiseal(*, cell: Cell, meta: dict, work: Path, annotator: str) -> dict:
         data=meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
         clean_label_col=meta["clean_label_col"], test_data=meta["test"], test_label_col=meta["test_label_col"],
         max_length=tr.max_length, workers=tr.workers, batch_size=tr.batch_size, seed=cell.seed,
-        warmup_epochs=tr.warmup_epochs, rounds=tr.rounds, annotator=annotator, report=False, max_failures=2,
-        lr_schedule=tr.lr_schedule, warmup_from=str(adopt) if adopt else None))
+        warmup_epochs=tr.warmup_epochs, rounds=tr.rounds, report=False, max_failures=2,
+        lr_schedule=tr.lr_schedule, warmup_from=str(adopt) if adopt else None, **options))
     progress = RecordingProgress()
     m = run_pipeline(config=cfg, out=work / "run", progress=progress)
     rounds = m["rounds"]
@@ -320,6 +321,6 @@ def run_method(*, cell: Cell, meta: dict, work: Path) -> dict:
         return run_refit(cell=cell, meta=meta, work=work)
     if cell.method == "cleanlab":
         return run_cleanlab(cell=cell, meta=meta, work=work)
-    if cell.method.startswith("noiseal-"):
-        return run_noiseal(cell=cell, meta=meta, work=work, annotator=cell.method.split("-", 1)[1])
+    if cell.method in NOISEAL_OPTIONS:
+        return run_noiseal(cell=cell, meta=meta, work=work, options=NOISEAL_OPTIONS[cell.method])
     raise ValueError(f"unknown method {cell.method!r}")

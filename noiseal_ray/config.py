@@ -62,6 +62,13 @@ class RunConfig(BaseModel):
     epochs_per_round: int = Field(1, ge=1)
     ema_beta: float = Field(0.9, ge=0.0, lt=1.0)
     per_class_threshold: bool = True
+    # How rows split into R/P/H: a noiseal_ray.split.RULES name. "class-mean" is the reconstructed
+    # rule (each model accepts a row at its class's EMA mean of p; R both accept, P both reject).
+    split: str = "class-mean"
+    # How the per-subset losses are averaged: "subset" (each subset's mean, the method's form: a P
+    # or H row then weighs |R|/|P| or |R|/|H| times an R row) or "rows" (each subset's sum over the
+    # batch size: every row weighs the same, whatever its subset).
+    loss_norm: Literal["subset", "rows"] = "subset"
     rce_a: float = Field(-4.0, lt=0)  # log 0 := A, negative
     embmix_alpha: float = Field(0.75, gt=0)
     sharpen_t: float = Field(0.5, gt=0)
@@ -105,8 +112,19 @@ class RunConfig(BaseModel):
         # Integer labels are read as text everywhere (``1:`` in YAML is the label "1").
         return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
 
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str) -> str:
+        from noiseal_ray.split.table import RULES
+
+        if v not in RULES:
+            raise ValueError(f"unknown split rule {v!r}; one of: {', '.join(RULES)}")
+        return v
+
     @model_validator(mode="after")
     def _check_together(self) -> "RunConfig":
+        if self.split != "class-mean" and not self.per_class_threshold:
+            raise ValueError(f"split {self.split!r} fits per-class thresholds: it needs per_class_threshold true")
         if self.warmup_epochs + self.rounds < 1:
             raise ValueError("warmup_epochs + rounds must be at least 1")
         if self.llm_max_replicas < self.llm_min_replicas:

@@ -108,14 +108,24 @@ def noiseal_loss(
     alpha: float = 0.75,
     t: float = 0.5,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    norm: str = "subset",
 ) -> LossParts:
     """L = w_R * CE(R) + w_P * RCE(P, llm label) + w_H * EmbMix(H).
 
     part: (B,) int codes 0=R, 1=P, 2=H. llm_labels: (B,) int, -1 where P has no annotator label.
+    ``norm``: ``"subset"``: each term is its subset's mean (a P or H row weighs |R|/|P| or
+    |R|/|H| times an R row); ``"rows"``: each term is its subset's sum over B, so every row that
+    trains weighs the same. ``LossParts.r/p/h`` are the subset means either way.
     """
+    if norm not in ("subset", "rows"):
+        raise ValueError(f"norm must be subset or rows, got {norm!r}")
     m_r, m_p, m_h = part == 0, part == 1, part == 2
     l_r = ce_loss(logits, labels, m_r)
     l_p = rce_loss(logits, llm_labels, m_p, a=rce_a)
     l_h = embmix_loss(emb, logits, head, labels, m_r, m_h, num_classes=num_classes, alpha=alpha, t=t)
-    total = weights[0] * l_r + weights[1] * l_p + weights[2] * l_h
+    share = (1.0, 1.0, 1.0)
+    if norm == "rows":
+        b = max(int(part.shape[0]), 1)
+        share = (float(m_r.sum()) / b, float((m_p & (llm_labels >= 0)).sum()) / b, float(m_h.sum()) / b)
+    total = weights[0] * share[0] * l_r + weights[1] * share[1] * l_p + weights[2] * share[2] * l_h
     return LossParts(total=total, r=float(l_r.detach()), p=float(l_p.detach()), h=float(l_h.detach()))

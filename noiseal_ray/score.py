@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from noiseal_ray.partition import means_from_sums
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -93,25 +92,3 @@ def reduce_sum(ds: Dataset, fn: Callable[..., dict[str, np.ndarray]], **fn_kwarg
             s = np.asarray(v).sum(axis=0)
             total[k] = total[k] + s if k in total else s
     return total
-
-
-def _class_sums(batch: dict, *, num_classes: int) -> dict:
-    y = batch["label"].astype(np.int64)
-    return {"count": np.bincount(y, minlength=num_classes)[None, :].astype(np.float64),
-            "strong": np.bincount(y, weights=batch["p_strong"], minlength=num_classes)[None, :],
-            "weak": np.bincount(y, weights=batch["p_weak"], minlength=num_classes)[None, :]}
-
-
-def class_means(ds: Dataset, *, num_classes: int, per_class: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean p_strong and p_weak per given class (or globally) by distributed aggregation.
-
-    Returns (mean_strong, mean_weak, counts); per_class: shapes (C,), NaN for an absent class;
-    otherwise shapes (1,). Only one row of C sums per batch reaches the driver.
-    """
-    t = reduce_sum(ds, _class_sums, num_classes=num_classes)
-    counts = t["count"]
-    if not per_class:
-        n = counts.sum()
-        return np.array([t["strong"].sum() / n]), np.array([t["weak"].sum() / n]), counts.astype(np.int64)
-    return (means_from_sums(sums=t["strong"], counts=counts), means_from_sums(sums=t["weak"], counts=counts),
-            counts.astype(np.int64))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from noiseal_ray.partition import CODES, ThresholdState
+from noiseal_ray.partition import CODES
 from noiseal_ray.ray_session import configure_data_context
+from noiseal_ray.split import RuleThresholds
 from noiseal_ray.stages.tables import read_dir
 from noiseal_ray.stages.thresholds import assign_parts
 
@@ -78,7 +79,7 @@ class PoolHandle:
         return self.size
 
 
-def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int,
+def demo_pool(*, scored_dir: Path, split: RuleThresholds, num_classes: int, per_class: int,
               seed: int) -> PoolHandle:
     """A seeded uniform sample of R, at most ``per_class`` rows per class, for retrieval.
 
@@ -88,7 +89,7 @@ def demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_
     import ray  # deferred: heavy (module docstring)
 
     build = ray.remote(num_cpus=0, num_returns=2)(_build_demo_pool_task)
-    ref, size = build.remote(scored_dir=scored_dir, state=state, num_classes=num_classes,
+    ref, size = build.remote(scored_dir=scored_dir, split=split, num_classes=num_classes,
                              per_class=per_class, seed=seed)
     return PoolHandle(ref=ref, size=int(ray.get(size)))
 
@@ -104,9 +105,9 @@ def hash_text(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _bottom_k(batch: dict, *, tau_s: np.ndarray, tau_w: np.ndarray, seed: int, per_class: int) -> dict:
+def _bottom_k(batch: dict, *, split: RuleThresholds, seed: int, per_class: int) -> dict:
     """Per class, the ``per_class`` R rows of ``batch`` with the smallest seeded hash ``u``."""
-    batch = assign_parts(batch=batch, tau_s=tau_s, tau_w=tau_w)
+    batch = assign_parts(batch=batch, split=split)
     u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.uint64)
     y = batch["label"].astype(np.int64)
     keep = []
@@ -130,7 +131,7 @@ def _bottom_k_merge(texts, labels, embs, us, per_class):
     return [t[k]], [y[k].astype(np.int64)], [e[k]], [u[k]]
 
 
-def build_demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int, per_class: int,
+def build_demo_pool(*, scored_dir: Path, split: RuleThresholds, num_classes: int, per_class: int,
                     seed: int) -> DemoPool:
     """The ``DemoPool`` of ``demo_pool``, built in the calling process.
 
@@ -139,8 +140,9 @@ def build_demo_pool(*, scored_dir: Path, state: ThresholdState, num_classes: int
     rows whatever the batching, so the sample is deterministic). Memory: at most about
     5 * per_class * num_classes rows at a time, whatever the corpus size.
     """
-    parts = read_dir(path=scored_dir, columns=["text", "label", "p_strong", "p_weak", "embedding"]).map_batches(
-        _bottom_k, fn_kwargs={"tau_s": state.strong, "tau_w": state.weak, "seed": seed, "per_class": per_class},
+    cols = ["text", "label", "p_strong", "p_weak", "pred", "embedding"]
+    parts = read_dir(path=scored_dir, columns=cols).map_batches(
+        _bottom_k, fn_kwargs={"split": split, "seed": seed, "per_class": per_class},
         batch_format="numpy", batch_size=4096)
     texts, labels, embs, us = [], [], [], []
     for b in parts.iter_batches(batch_size=None, batch_format="numpy"):

@@ -37,6 +37,8 @@ def run(
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=8, help="Max tokens per text [default: 128].")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per optimizer step, split over the workers [default: 32].")] = None,
     hard_policy: Annotated[Optional[str], typer.Option("--hard-policy", help="Final label of H: strong | given.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="R/P/H split rule, a name of noiseal_ray.split.RULES [default: class-mean].")] = None,
+    loss_norm: Annotated[Optional[str], typer.Option("--loss-norm", help="Per-subset losses: subset (means) | rows (sums over the batch) [default: subset].")] = None,
     storage_path: Annotated[Optional[str], typer.Option("--storage-path", help="Ray Train storage (URI on multi-node).")] = None,
     train_placement: Annotated[Optional[str], typer.Option("--train-placement", help="Train workers' placement: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD [default: PACK].")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
@@ -62,7 +64,8 @@ def run(
                      clean_label_col=clean_label_col, test_data=test_data, workers=workers, annotator=annotator,
                      address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds, warmup_from=warmup_from,
                      strong_model=strong_model, llm_model=llm_model, llm_endpoint=llm_endpoint,
-                     max_length=max_length, batch_size=batch_size, hard_policy=hard_policy,
+                     max_length=max_length, batch_size=batch_size, hard_policy=hard_policy, split=split,
+                     loss_norm=loss_norm,
                      storage_path=storage_path, train_placement=train_placement,
                      report=False if no_report else None)
     cfg = apply_sample_defaults(make_config(file=config_file, overrides=overrides))

@@ -72,8 +72,7 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
         ("schedule", f"{text(config.get('warmup_epochs'))} warm-up epoch(s), {data.n_rounds} round(s) × "
                      f"{text(config.get('epochs_per_round'))} epoch(s), {text(config.get('workers'))} worker(s), "
                      f"batch {text(config.get('batch_size'))}, max {text(config.get('max_length'))} tokens"),
-        ("thresholds", f"{'per-class' if config.get('per_class_threshold', True) else 'global'} EMA, "
-                       f"beta {text(config.get('ema_beta'))}"),
+        ("thresholds", _thresholds(config=config)),
         ("annotator", _annotator(config=config, metrics=metrics)),
         ("annotated (final)", f"{count(ann_final.get('annotated_total', 0))} samples, "
                               f"{count(ann_final.get('failed', 0))} failed in the last round"),
@@ -87,6 +86,14 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
     if metrics.get("wall_seconds_this_invocation") is not None:
         rows.append(("wall time (last invocation)", duration(metrics["wall_seconds_this_invocation"])))
     return rows
+
+
+def _thresholds(*, config: dict) -> str:
+    rule = config.get("split", "class-mean")
+    if rule != "class-mean":
+        return f"split rule {rule}, refit every round (class-mean EMA fallback, beta {text(config.get('ema_beta'))})"
+    return (f"{'per-class' if config.get('per_class_threshold', True) else 'global'} EMA, "
+            f"beta {text(config.get('ema_beta'))}")
 
 
 def _annotator_name(*, config: dict, metrics: dict) -> str:

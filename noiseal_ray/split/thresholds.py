@@ -90,6 +90,33 @@ class RuleThresholds:
     """(C,) bool: classes split by today's rule with ``today_tau`` (strong, weak) instead."""
     today_tau: tuple[np.ndarray, np.ndarray] | None = None
 
+    @classmethod
+    def class_mean(cls, *, tau_strong: np.ndarray, tau_weak: np.ndarray) -> "RuleThresholds":
+        """Today's rule with these (EMA) taus, (C,) or (1,): R both accept, P both reject."""
+        tau_s = np.asarray(tau_strong, dtype=np.float64)
+        return cls(tau_s, np.asarray(tau_weak, dtype=np.float64), "both", np.full(tau_s.shape, np.nan))
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (lists; NaN as None), read back by ``from_dict``."""
+        def arr(a):
+            return None if a is None else [None if np.isnan(v) else float(v) for v in np.asarray(a, np.float64)]
+
+        return {"tau_strong": arr(self.tau_strong), "tau_weak": arr(self.tau_weak), "frame": self.frame,
+                "noise_rate": arr(self.noise_rate), "argmax": self.argmax, "ph": self.ph,
+                "today": None if self.today is None else [bool(v) for v in self.today],
+                "today_tau": None if self.today_tau is None else [arr(t) for t in self.today_tau]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RuleThresholds":
+        """Inverse of ``to_dict``."""
+        def arr(a):
+            return None if a is None else np.array([np.nan if v is None else v for v in a], dtype=np.float64)
+
+        return cls(arr(d["tau_strong"]), arr(d["tau_weak"]), d["frame"], arr(d["noise_rate"]),
+                   argmax=bool(d.get("argmax", False)), ph=d.get("ph", "weak"),
+                   today=None if d.get("today") is None else np.asarray(d["today"], dtype=bool),
+                   today_tau=None if d.get("today_tau") is None else (arr(d["today_tau"][0]), arr(d["today_tau"][1])))
+
     def split(self, *, p_strong: np.ndarray, p_weak: np.ndarray, labels: np.ndarray,
               pred: np.ndarray | None = None) -> np.ndarray:
         """Partition codes (n,) int8 for rows (n,); ``pred`` (n,) = strong argmax when needed."""

@@ -19,12 +19,13 @@ from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_
 from noiseal_ray.annotate.llm import check_endpoint, normalize_base_url
 from noiseal_ray.config import RunConfig
 from noiseal_ray.finalize import STAT_KEYS, batch_stats, summarise
-from noiseal_ray.partition import CODES, ThresholdState
+from noiseal_ray.partition import CODES
 from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage
 from noiseal_ray.score import reduce_sum
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import fit_actors, read_dir, write_dir
-from noiseal_ray.stages.thresholds import assign_parts
+from noiseal_ray.split import RuleThresholds
+from noiseal_ray.stages.thresholds import CLASS_MEAN, SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
 COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached",
@@ -34,13 +35,13 @@ COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round
 class PartitionAnnotate:
     """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated."""
 
-    def __init__(self, *, spec, pool, tau_s, tau_w, round_no: int, label_names: list[str], demos: int,
+    def __init__(self, *, spec, pool, split: RuleThresholds, round_no: int, label_names: list[str], demos: int,
                  class_balanced: bool, candidates_topk: int, min_logprob: float | None):
         import ray  # deferred: heavy (module docstring)
 
         self.annotator = make_annotator(spec)
         self.pool = ray.get(pool) if isinstance(pool, ray.ObjectRef) else pool
-        self.tau_s, self.tau_w = tau_s, tau_w
+        self.split = split
         self.round_no = round_no
         self.label_names = label_names
         self.k = demos
@@ -64,7 +65,7 @@ class PartitionAnnotate:
         return queries
 
     def __call__(self, batch: dict) -> dict:
-        batch = assign_parts(batch=batch, tau_s=self.tau_s, tau_w=self.tau_w)
+        batch = assign_parts(batch=batch, split=self.split)
         need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
         if self.annotator is not None and len(need):
             answers = self.annotator.annotate(queries=self._queries(batch, need), label_names=self.label_names)
@@ -84,11 +85,12 @@ class PartitionAnnotate:
         return {k: v for k, v in batch.items() if k not in TABLE_DROP}
 
 
-def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdState, round_no: int,
+def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThresholds, round_no: int,
              label_names: list[str], config: RunConfig, actors: int) -> None:
     """Partition + annotate the scored table into the round table ``out_dir`` (rows in order).
 
-    ``pool``: a ``PoolHandle`` (from ``demo_pool``) or a ``DemoPool``; ``spec``: the annotator.
+    ``pool``: a ``PoolHandle`` (from ``demo_pool``) or a ``DemoPool``; ``spec``: the annotator;
+    ``split``: the round's thresholds (``SplitState.current``).
     """
     import ray  # deferred: heavy (module docstring)
     from ray.data import ActorPoolStrategy
@@ -98,7 +100,7 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, state: ThresholdSta
     ds = read_dir(path=scored_dir, min_blocks=actors)
     ds = ds.map_batches(
         PartitionAnnotate,
-        fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, tau_s=state.strong, tau_w=state.weak,
+        fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, split=split,
                                    round_no=round_no, label_names=label_names, demos=config.demos,
                                    class_balanced=config.class_balanced_demos,
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
@@ -140,7 +142,7 @@ def annotator_for(*, run: RunContext) -> Iterator[AnnotatorSpec]:
         yield spec
 
 
-def partition_annotate_stage(*, run: RunContext, round_no: int, state: ThresholdState, spec: AnnotatorSpec,
+def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitState, spec: AnnotatorSpec,
                              actors: int) -> None:
     """Sample the demonstration pool, partition + annotate round ``round_no`` and record its
     summary (sizes, annotator counts, thresholds, pool size), unless done."""
@@ -150,9 +152,9 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: Threshold
     config, names = run.config, run.manifest.label_names
     scored, c = run.round_dir(round_no) / "scored", len(names)
     with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
-        pool = demo_pool(scored_dir=scored, state=state, num_classes=c, per_class=config.demo_pool_per_class_for(c),
+        pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c, per_class=config.demo_pool_per_class_for(c),
                          seed=config.seed + round_no)
-        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool, state=state,
+        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool, split=state.current,
                  round_no=round_no, label_names=names, config=config, actors=actors)
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy)
@@ -162,6 +164,10 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: Threshold
         st["note"] = (f"R {s['R']} P {s['P']} H {s['H']}, {summary['annotator']['new_answers']} new "
                       f"labels, {summary['annotator']['failed']} failed")
     run.manifest.add_seconds("annotate", st["seconds"])
-    summary["thresholds"] = {"strong": state.strong.tolist(), "weak": state.weak.tolist()}
+    cur = state.current
+    summary["thresholds"] = {"strong": cur.tau_strong.tolist(), "weak": None if cur.tau_weak is None else cur.tau_weak.tolist()}
+    if state.rule != CLASS_MEAN:
+        summary["split"] = {"rule": state.rule, "noise_rate": cur.to_dict()["noise_rate"],
+                            "fallback_classes": [] if cur.today is None else np.flatnonzero(cur.today).tolist()}
     summary["demo_pool"] = len(pool)
     run.manifest.mark_round(stage, key=partition_key(round_no=round_no), entry=summary)

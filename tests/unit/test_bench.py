@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import records, report, speed_report  # noqa: E402
 from benchmarks import tables as T  # noqa: E402
-from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, breadth, full, get_grid, real, smoke, trec  # noqa: E402
+from noiseal_ray.split import RULES  # noqa: E402
+from benchmarks.grid import DATASETS, GRIDS, HEADLINE, METHODS, NOISEAL_OPTIONS, breadth, full, get_grid, real, smoke, trec  # noqa: E402
 
 
 def _records(seed: int = 0) -> list[dict]:
@@ -156,6 +158,22 @@ def test_grids_are_well_formed():
     assert get_grid("smoke").name == "smoke"
     with pytest.raises(ValueError):
         get_grid("nope")
+
+
+def test_paired_grid_runs_every_variant_from_its_seeds_base_warm_up():
+    g = get_grid("paired")
+    assert g.cells and all(c.training.paired for c in g.cells)
+    order = [c.key for c in g.cells]
+    variants = {c.method for c in g.cells} - {"base"}
+    # The reconstructed method, each change alone, and both together (issue 15's ablation).
+    assert {"noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows"} <= variants
+    for c in g.cells:
+        if c.method != "base":
+            base = replace(c, method="base")
+            assert base.key in order and order.index(base.key) < order.index(c.key)
+            assert base.data_key == c.data_key
+    assert len({c.seed for c in g.cells}) >= 3
+    assert NOISEAL_OPTIONS["noiseal-knn-split"]["split"] in RULES
 
 
 def test_bench_command_is_cheap_to_import():
