@@ -64,6 +64,7 @@ SLOW_MODULES = (
 SLOW_TESTS = (
     "tests/ray/test_pipeline.py::test_sigkill_mid_round_then_rerun_matches_uninterrupted",
     "tests/ray/test_pipeline.py::test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it",
+    "tests/ray/test_pipeline.py::test_a_split_rule_is_applied_recorded_and_resumed",
 )
 
 

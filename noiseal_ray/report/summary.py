@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from noiseal_ray.report.data import RunData
 from noiseal_ray.report.fmt import count, duration, pct, text
+from noiseal_ray.split.table import SPECS
 
 PART_FULL = (("R", "clean (R)"), ("P", "purified (P)"), ("H", "hard (H)"))
 
@@ -91,7 +92,9 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
 def _thresholds(*, config: dict) -> str:
     rule = config.get("split", "class-mean")
     if rule != "class-mean":
-        return f"split rule {rule}, refit every round (class-mean EMA fallback, beta {text(config.get('ema_beta'))})"
+        spec = SPECS.get(rule)
+        fallback = f"; class-mean EMA fallback, beta {text(config.get('ema_beta'))}" if spec and spec.fallback else ""
+        return f"split rule {rule}, refit every round{fallback}"
     return (f"{'per-class' if config.get('per_class_threshold', True) else 'global'} EMA, "
             f"beta {text(config.get('ema_beta'))}")
 

@@ -166,6 +166,39 @@ def test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it(tiny_run, 
     assert (a["partition"] == b["partition"]).all() and (a["final_label"] == b["final_label"]).all()
 
 
+def test_a_split_rule_is_applied_recorded_and_resumed(tiny_run, tiny_encoder, tmp_path):
+    """--split: from the same warm-up, a round's R/P/H are exactly the rule's codes on its scored
+    rows (not today's); the rule and its thresholds are in the manifest and metrics, and a rerun
+    changes nothing. (A rule without fallback: the tiny encoder's scores would send every class of
+    a fallback rule back to today's split.)"""
+    from noiseal_ray.partition import partition
+    from noiseal_ray.split import RuleThresholds
+
+    out, _ = tiny_run
+    rule = "gmm-strong/weak-mean"
+    cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"),
+                                               split=rule, loss_norm="rows"))
+    run = tmp_path / "split"
+    metrics = run_pipeline(config=cfg, out=str(run), progress=Progress(enabled=False))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["thresholds"]["rule"] == rule
+    cur = RuleThresholds.from_dict(manifest["thresholds"]["current"])  # the last (final) partition's
+    assert cur.frame == "strong"
+    t = pq.read_table(run / "rounds" / "r2" / "table").to_pandas()
+    cols = dict(p_strong=t["p_strong"].to_numpy(), p_weak=t["p_weak"].to_numpy(), labels=t["label"].to_numpy())
+    np.testing.assert_array_equal(t["part"].to_numpy(), cur.split(**cols, pred=t["pred"].to_numpy()))
+    ema = manifest["thresholds"]
+    today = partition(**cols, tau_strong=np.array(ema["strong"]), tau_weak=np.array(ema["weak"]))
+    assert (t["part"].to_numpy() != today).any()
+    r1 = next(e for e in metrics["rounds"] if e["round"] == 1)
+    assert r1["split"]["rule"] == rule and len(r1["split"]["noise_rate"]) == len(manifest["label_names"])
+    labels = read_labels(run)
+    assert len(labels) == N_ROWS and labels["id"].is_unique
+    before = (run / "labels.parquet").stat().st_mtime_ns
+    run_pipeline(config=cfg, out=str(run), progress=Progress(enabled=False))
+    assert (run / "labels.parquet").stat().st_mtime_ns == before
+
+
 def test_predict_reproduces_reported_test_accuracy(tiny_run, tmp_path):
     from noiseal_ray.predict import predict
 

@@ -28,6 +28,8 @@ ROOT = Path(cli.__file__).resolve().parent
         ("ema_beta: 1.0\n", "ema_beta", "less than 1"),
         ("rce_a: 4\n", "rce_a", "less than 0"),
         ("label_descriptions: [a, b]\n", "label_descriptions", "valid dictionary"),
+        ("split: gmm\n", "split", "unknown split rule 'gmm'; one of: class-mean, gmm-both"),
+        ("loss_norm: mean\n", "loss_norm", "'subset' or 'rows'"),
     ],
 )
 def test_a_bad_value_in_the_file_names_file_and_key(tmp_path, yaml_text, key, detail):
@@ -67,6 +69,8 @@ def test_cross_field_rules():
         make_config(overrides={"warmup_epochs": 0, "rounds": 0})
     with pytest.raises(ConfigError, match="llm_min_replicas \\(3\\) exceeds llm_max_replicas \\(2\\)"):
         make_config(overrides={"llm_min_replicas": 3, "llm_max_replicas": 2})
+    with pytest.raises(ConfigError, match="fits per-class thresholds: it needs per_class_threshold true"):
+        make_config(overrides={"split": "gmm|class-mean-strong/weak-mean", "per_class_threshold": False})
 
 
 def test_assignment_is_checked_too():

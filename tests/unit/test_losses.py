@@ -81,3 +81,24 @@ def test_noiseal_loss_sums_weighted_parts():
     only_r = noiseal_loss(emb=emb, logits=logits, head=m.head, labels=y, llm_labels=llm,
                           part=torch.zeros(6, dtype=torch.long), num_classes=3)
     assert only_r.total.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_rows_norm_weighs_every_training_row_the_same():
+    torch.manual_seed(2)
+    m = Tiny()
+    x = torch.randn(8, 6)
+    logits, emb = m(x)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    llm = torch.tensor([-1, -1, -1, -1, -1, 2, 0, -1])
+    part = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])  # 5 R rows, 3 P rows of which 2 have an annotator label
+    kw = dict(emb=emb, logits=logits, head=m.head, labels=y, llm_labels=llm, part=part, num_classes=3)
+    means = noiseal_loss(**kw)
+    rows = noiseal_loss(**kw, norm="rows")
+    assert (rows.r, rows.p) == (means.r, means.p)  # the logged parts stay subset means
+    assert rows.total.item() == pytest.approx(5 / 8 * means.r + 2 / 8 * means.p, rel=1e-5)
+    # The same as summing the per-row losses and dividing by the batch.
+    ce = F.cross_entropy(logits[:5], y[:5], reduction="sum")
+    rce = (4.0 * (1 - F.softmax(logits[5:7], -1).gather(1, llm[5:7, None]).squeeze(1))).sum()
+    assert rows.total.item() == pytest.approx(((ce + rce) / 8).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="norm must be subset or rows"):
+        noiseal_loss(**kw, norm="batch")
