@@ -167,6 +167,7 @@ def measure(*, n: int, work: Path, actors: int) -> dict:
     from noiseal_ray.annotate.factory import AnnotatorSpec
     from noiseal_ray.config import RunConfig
     from noiseal_ray.partition import ThresholdState
+    from noiseal_ray.stages.thresholds import SplitState
 
     sampler = Sampler()
     sampler.start()
@@ -181,7 +182,7 @@ def measure(*, n: int, work: Path, actors: int) -> dict:
         P.configure_data_context()
         res["ray_cpus"] = ray.cluster_resources().get("CPU")
         res["driver_rss_start_mib"] = sampler.reset() * mib
-        state = ThresholdState(beta=cfg.ema_beta, per_class=True)
+        state = SplitState(ema=ThresholdState(beta=cfg.ema_beta, per_class=True), rule=cfg.split)
         out: dict = {}
 
         def stage(name: str, fn: Callable[[], Any]) -> None:
@@ -190,10 +191,11 @@ def measure(*, n: int, work: Path, actors: int) -> dict:
         stage("score", lambda: P.score(table_dir=base, model_dir=model, out_dir=rd / "scored", config=cfg,
                                        actors=actors))
         stage("thresholds", lambda: P.thresholds(scored_dir=rd / "scored", state=state, num_classes=len(LABELS)))
-        stage("demo_pool", lambda: P.demo_pool(scored_dir=rd / "scored", state=state, num_classes=len(LABELS),
+        stage("demo_pool", lambda: P.demo_pool(scored_dir=rd / "scored", split=state.current, num_classes=len(LABELS),
                                                per_class=cfg.demo_pool_per_class_for(len(LABELS)), seed=1))
         stage("annotate", lambda: P.annotate(scored_dir=rd / "scored", out_dir=rd / "table",
-                                             spec=AnnotatorSpec(kind="knn"), pool=out["demo_pool"], state=state,
+                                             spec=AnnotatorSpec(kind="knn"), pool=out["demo_pool"],
+                                             split=state.current,
                                              round_no=1, label_names=LABELS, config=cfg, actors=actors))
         stage("round_counts", lambda: P.round_counts(table_dir=rd / "table", round_no=1, hard_policy="strong"))
         # Last, so that whatever it leaves in the driver's heap does not shift the stages above.

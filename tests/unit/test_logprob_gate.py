@@ -10,6 +10,7 @@ import pytest
 from noiseal_ray.annotate.base import Answer
 from noiseal_ray.annotate.demos import DemoPool
 from noiseal_ray.annotate.factory import AnnotatorSpec
+from noiseal_ray.split import RuleThresholds
 from noiseal_ray.stages.annotate import PartitionAnnotate
 
 
@@ -40,7 +41,8 @@ def test_unanimous_knn_vote_passes_the_gate_in_the_annotate_stage():
     emb = np.eye(d, dtype=np.float32)[[0, 0, 1, 2]]
     pool = DemoPool(texts=np.array(["a", "b", "c"], object), labels=np.array([1, 1, 1]),
                     embeddings=np.eye(d, dtype=np.float32)[[0, 0, 0]])
-    stage = PartitionAnnotate(spec=AnnotatorSpec(kind="knn"), pool=pool, tau_s=np.full(c, 0.5), tau_w=np.full(c, 0.5),
+    stage = PartitionAnnotate(spec=AnnotatorSpec(kind="knn"), pool=pool,
+                              split=RuleThresholds.class_mean(tau_strong=np.full(c, 0.5), tau_weak=np.full(c, 0.5)),
                               round_no=1, label_names=["x", "y", "z"], demos=3, class_balanced=False,
                               candidates_topk=0, min_logprob=-0.01)
     n = 4
