@@ -601,7 +601,7 @@ def test_the_anatomy_table_holds_every_noiseal_run_with_an_anatomy():
     assert (rows[0]["in R"], rows[0]["in P"], rows[0]["p_right"], rows[0]["annotator_fixes"]) == (0.125, 0.75, 0.25, 0.875)
 
 
-COMMITTED = [g for g in ("trec", "smoke", "real", "breadth") if (ROOT / "benchmarks" / "results" / f"results-{g}.json").is_file()]
+COMMITTED = [g for g in ("trec", "smoke", "real", "breadth", "paired") if (ROOT / "benchmarks" / "results" / f"results-{g}.json").is_file()]
 
 
 @pytest.mark.parametrize("grid", COMMITTED)
