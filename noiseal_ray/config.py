@@ -64,7 +64,7 @@ class RunConfig(BaseModel):
     per_class_threshold: bool = True
     # How rows split into R/P/H: a noiseal_ray.split.RULES name. "class-mean" is the reconstructed
     # rule (each model accepts a row at its class's EMA mean of p; R both accept, P both reject).
-    split: str = "class-mean"
+    split: str = "class-mean"  # split.table.CLASS_MEAN (not imported here: config stays import-light)
     # How the per-subset losses are averaged: "subset" (each subset's mean, the method's form: a P
     # or H row then weighs |R|/|P| or |R|/|H| times an R row) or "rows" (each subset's sum over the
     # batch size: every row weighs the same, whatever its subset).
@@ -115,7 +115,7 @@ class RunConfig(BaseModel):
     @field_validator("split")
     @classmethod
     def _known_split(cls, v: str) -> str:
-        from noiseal_ray.split.table import RULES
+        from noiseal_ray.split.table import RULES  # deferred: the config module stays import-light
 
         if v not in RULES:
             raise ValueError(f"unknown split rule {v!r}; one of: {', '.join(RULES)}")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-
 if TYPE_CHECKING:
     from ray.data import Dataset
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from noiseal_ray.report.data import RunData
 from noiseal_ray.report.fmt import count, duration, pct, text
-from noiseal_ray.split.table import SPECS
+from noiseal_ray.split.table import CLASS_MEAN, SPECS
 
 PART_FULL = (("R", "clean (R)"), ("P", "purified (P)"), ("H", "hard (H)"))
 
@@ -90,8 +90,8 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
 
 
 def _thresholds(*, config: dict) -> str:
-    rule = config.get("split", "class-mean")
-    if rule != "class-mean":
+    rule = config.get("split", CLASS_MEAN)
+    if rule != CLASS_MEAN:
         spec = SPECS.get(rule)
         fallback = f"; class-mean EMA fallback, beta {text(config.get('ema_beta'))}" if spec and spec.fallback else ""
         return f"split rule {rule}, refit every round{fallback}"

@@ -30,8 +30,11 @@ class RuleSpec:
     fallback_ratio: float = 1.0
 
 
+CLASS_MEAN = "class-mean"
+"""The reconstructed rule (the default): each model accepts at its class's EMA mean of p."""
+
 SPECS: dict[str, RuleSpec] = {
-    "class-mean": RuleSpec("mean", "both"),
+    CLASS_MEAN: RuleSpec("mean", "both"),
     "gmm-both": RuleSpec("gmm", "both", "gmm"),
     "gmmlog-both": RuleSpec("gmmlog", "both"),
     "gmm-strong/weak-gmm": RuleSpec("gmm", "weak-gmm", "gmm"),

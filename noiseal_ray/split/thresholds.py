@@ -71,6 +71,16 @@ class RuleInputs:
         return cls.from_sums(tot, edges=edges)
 
 
+def _to_list(a: np.ndarray | None) -> list | None:
+    """(C,) floats as a JSON list, NaN as None."""
+    return None if a is None else [None if np.isnan(v) else float(v) for v in np.asarray(a, np.float64)]
+
+
+def _from_list(a: list | None) -> np.ndarray | None:
+    """Inverse of ``_to_list``."""
+    return None if a is None else np.array([np.nan if v is None else v for v in a], dtype=np.float64)
+
+
 @dataclass
 class RuleThresholds:
     """A rule's decision: per-class taus (C,) and how to apply them.
@@ -98,9 +108,7 @@ class RuleThresholds:
 
     def to_dict(self) -> dict:
         """JSON-ready form (lists; NaN as None), read back by ``from_dict``."""
-        def arr(a):
-            return None if a is None else [None if np.isnan(v) else float(v) for v in np.asarray(a, np.float64)]
-
+        arr = _to_list
         return {"tau_strong": arr(self.tau_strong), "tau_weak": arr(self.tau_weak), "frame": self.frame,
                 "noise_rate": arr(self.noise_rate), "argmax": self.argmax, "ph": self.ph,
                 "today": None if self.today is None else [bool(v) for v in self.today],
@@ -109,9 +117,7 @@ class RuleThresholds:
     @classmethod
     def from_dict(cls, d: dict) -> "RuleThresholds":
         """Inverse of ``to_dict``."""
-        def arr(a):
-            return None if a is None else np.array([np.nan if v is None else v for v in a], dtype=np.float64)
-
+        arr = _from_list
         return cls(arr(d["tau_strong"]), arr(d["tau_weak"]), d["frame"], arr(d["noise_rate"]),
                    argmax=bool(d.get("argmax", False)), ph=d.get("ph", "weak"),
                    today=None if d.get("today") is None else np.asarray(d["today"], dtype=bool),

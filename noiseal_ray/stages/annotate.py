@@ -25,7 +25,8 @@ from noiseal_ray.score import reduce_sum
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import fit_actors, read_dir, write_dir
 from noiseal_ray.split import RuleThresholds
-from noiseal_ray.stages.thresholds import CLASS_MEAN, SplitState, assign_parts
+from noiseal_ray.split.table import CLASS_MEAN
+from noiseal_ray.stages.thresholds import SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
 COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached",
@@ -152,10 +153,10 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
     config, names = run.config, run.manifest.label_names
     scored, c = run.round_dir(round_no) / "scored", len(names)
     with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
-        pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c, per_class=config.demo_pool_per_class_for(c),
-                         seed=config.seed + round_no)
-        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool, split=state.current,
-                 round_no=round_no, label_names=names, config=config, actors=actors)
+        pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c,
+                         per_class=config.demo_pool_per_class_for(c), seed=config.seed + round_no)
+        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
+                 split=state.current, round_no=round_no, label_names=names, config=config, actors=actors)
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy)
         summary = summarise(counts)
@@ -165,9 +166,10 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
                       f"labels, {summary['annotator']['failed']} failed")
     run.manifest.add_seconds("annotate", st["seconds"])
     cur = state.current
-    summary["thresholds"] = {"strong": cur.tau_strong.tolist(), "weak": None if cur.tau_weak is None else cur.tau_weak.tolist()}
+    saved = cur.to_dict()
+    summary["thresholds"] = {"strong": saved["tau_strong"], "weak": saved["tau_weak"]}
     if state.rule != CLASS_MEAN:
-        summary["split"] = {"rule": state.rule, "noise_rate": cur.to_dict()["noise_rate"],
+        summary["split"] = {"rule": state.rule, "noise_rate": saved["noise_rate"],
                             "fallback_classes": [] if cur.today is None else np.flatnonzero(cur.today).tolist()}
     summary["demo_pool"] = len(pool)
     run.manifest.mark_round(stage, key=partition_key(round_no=round_no), entry=summary)

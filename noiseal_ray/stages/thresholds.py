@@ -17,11 +17,9 @@ from noiseal_ray.partition import ThresholdState, means_from_sums
 from noiseal_ray.rundir import THRESHOLDS, round_stage
 from noiseal_ray.score import reduce_sum
 from noiseal_ray.split import RuleInputs, RuleThresholds, hist_sums, rule_thresholds
+from noiseal_ray.split.table import CLASS_MEAN
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import read_dir
-
-CLASS_MEAN = "class-mean"
-
 
 @dataclass
 class SplitState:
@@ -69,8 +67,9 @@ def update_split(*, state: SplitState, sums: dict) -> SplitState:
         ms = means_from_sums(sums=sums["sum_strong"], counts=cnt)
         mw = means_from_sums(sums=sums["sum_weak"], counts=cnt)
     else:
-        n = max(float(np.sum(sums["count"])), 1.0)
-        ms, mw = np.array([np.sum(sums["sum_strong"]) / n]), np.array([np.sum(sums["sum_weak"]) / n])
+        n = np.array([cnt.sum()])
+        ms = means_from_sums(sums=np.array([np.sum(sums["sum_strong"])]), counts=n)
+        mw = means_from_sums(sums=np.array([np.sum(sums["sum_weak"])]), counts=n)
     state.ema.update(mean_strong=ms, mean_weak=mw)
     if state.rule == CLASS_MEAN:
         state.current = RuleThresholds.class_mean(tau_strong=state.ema.strong, tau_weak=state.ema.weak)
