@@ -84,11 +84,15 @@ class RunConfig(BaseModel):
     llm_endpoint: str | None = None  # OpenAI-compatible base URL; None: deploy our own
     llm_api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
     llm_use_gpu: bool | None = None  # None: auto
-    llm_min_replicas: int = Field(1, ge=0)
+    # A deployed LLM's replicas: none while the models train (0), one per 16 requests in flight up
+    # to the maximum while P is relabeled; an idle replica goes after llm_downscale_delay_s.
+    llm_min_replicas: int = Field(0, ge=0)
     llm_max_replicas: int = Field(1, ge=1)
     llm_target_ongoing_requests: int = Field(16, ge=1)
+    llm_downscale_delay_s: float = Field(60.0, ge=0)
     llm_concurrency: int = Field(32, ge=1)  # in-flight requests per annotate actor
     llm_timeout_s: float = Field(120.0, gt=0)
+    llm_cold_start_timeout_s: float = Field(600.0, gt=0)  # an annotate actor's first request: a replica may be starting
     llm_retries: int = Field(3, ge=0)
     llm_candidates_topk: int = Field(0, ge=0)  # 0: all labels; k: restrict to the strong model's top-k
     llm_min_logprob: float | None = Field(None, le=0)  # accept an annotator label only at or above this

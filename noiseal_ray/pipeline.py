@@ -45,8 +45,8 @@ __all__ = ["Manifest", "Progress", "annotate", "apply_sample_defaults", "build_m
 # Options that do not change results: a rerun may change them and still resume.
 RESUME_FREE = {"address", "report", "score_actors", "score_batch_size", "llm_concurrency", "llm_timeout_s",
                "llm_retries", "llm_endpoint", "llm_api_key_env", "llm_min_replicas", "llm_max_replicas",
-               "llm_target_ongoing_requests", "max_failures", "storage_path", "annotator_fallback",
-               "train_placement"}
+               "llm_target_ongoing_requests", "llm_downscale_delay_s", "llm_cold_start_timeout_s", "max_failures",
+               "storage_path", "annotator_fallback", "train_placement"}
 
 
 def sample_data_path() -> str:

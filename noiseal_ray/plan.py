@@ -40,7 +40,8 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"Ray:         {'join ' + config.address if config.address else f'local Ray with {local_num_cpus(workers=config.workers)} logical CPUs'}; "
         f"Train {config.workers} worker(s) x 1 CPU, GPU {gpu}; "
         f"{config.score_actors or config.workers} scoring actor(s) x 1 CPU"
-        + (f"; LLM replicas {config.llm_min_replicas}-{config.llm_max_replicas}" if config.annotator == "llm"
+        + (f"; LLM replicas {config.llm_min_replicas}-{config.llm_max_replicas} (an idle one goes after "
+           f"{config.llm_downscale_delay_s:g} s)" if config.annotator == "llm"
            and not config.llm_endpoint else ""),
         f"output:      {out}/labels.parquet ({n} rows), model/, metrics.json" + (", report.html" if config.report else ""),
     ]

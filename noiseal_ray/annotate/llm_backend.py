@@ -33,6 +33,7 @@ def _annotator_options(
         "api_key_env": config.llm_api_key_env,
         "concurrency": config.llm_concurrency,
         "timeout_s": config.llm_timeout_s,
+        "cold_start_timeout_s": config.llm_cold_start_timeout_s,
         "retries": config.llm_retries,
         "min_logprob": config.llm_min_logprob,
         "label_descriptions": dict(config.label_descriptions),
@@ -80,7 +81,8 @@ def llm_backend(*, config: RunConfig, run_dir: str) -> Iterator[AnnotatorSpec]:
         yield AnnotatorSpec(kind=str(config.annotator_fallback))
         return
     try:
-        yield AnnotatorSpec(kind="llm", options=options)
+        yield AnnotatorSpec(kind="llm", options=options,
+                            serve_app=deployment.app_name if deployment is not None else None)
     finally:
         if deployment is not None:
             from noiseal_ray.annotate.service import teardown_llm_app
@@ -112,6 +114,7 @@ def _deploy(config: RunConfig) -> Any:
             min_replicas=config.llm_min_replicas,
             max_replicas=config.llm_max_replicas,
             target_ongoing_requests=config.llm_target_ongoing_requests,
+            downscale_delay_s=config.llm_downscale_delay_s,
             max_model_len=config.llm_max_model_len,
         )
     except Exception as exc:

@@ -32,6 +32,16 @@ DEFAULT_MODEL_ID = "noiseal-relabel"
 # 24 GiB machines usable (the default would take a large share of RAM).
 CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
+# Serve's own defaults (600 s down, 30 s up) suit a web service; a run's relabeling comes in bursts
+# between training rounds: give an idle replica (a GPU) back within a minute, and add replicas
+# within seconds of a burst. The autoscaler decides from the requests in flight (queued ones too).
+DEFAULT_DOWNSCALE_DELAY_S = 60.0
+DEFAULT_UPSCALE_DELAY_S = 5.0
+# The autoscaler's view of the load: reported every 2 s, averaged over 10 s (Serve: 10 s, 30 s), so
+# that a burst is seen, and its end too, within seconds rather than half a minute.
+METRICS_INTERVAL_S = 2.0
+LOOK_BACK_PERIOD_S = 10.0
+
 
 @dataclass(frozen=True)
 class LLMDeployment:
@@ -59,12 +69,17 @@ def build_llm_app(
     min_replicas: int = 1,
     max_replicas: int = 1,
     target_ongoing_requests: int = 16,
+    downscale_delay_s: float = DEFAULT_DOWNSCALE_DELAY_S,
+    upscale_delay_s: float = DEFAULT_UPSCALE_DELAY_S,
     max_model_len: int = 4096,
 ) -> Any:
     """The Serve application (OpenAI ingress + autoscaled vLLM replicas) for ``model_source``.
 
-    Not deployed here. ``min_replicas=0`` lets replicas (and GPUs) go idle between rounds; the
-    first request after that waits for a replica to start.
+    Not deployed here. One replica starts with the app (so a model that cannot load fails the
+    deploy, not a later round). ``min_replicas=0`` lets it go after ``downscale_delay_s`` idle
+    seconds (training rounds hold no replica, no GPU); the first request after that waits for a
+    replica to start (the cold start). More replicas start when the requests in flight exceed
+    ``target_ongoing_requests`` per replica for ``upscale_delay_s``.
     """
     from ray.serve.llm import LLMConfig, build_openai_app
 
@@ -89,6 +104,11 @@ def build_llm_app(
             "initial_replicas": max(1, min_replicas),
             "max_replicas": max_replicas,
             "target_ongoing_requests": target_ongoing_requests,
+            "upscale_delay_s": upscale_delay_s,
+            "downscale_delay_s": downscale_delay_s,
+            "downscale_to_zero_delay_s": downscale_delay_s,
+            "metrics_interval_s": METRICS_INTERVAL_S,
+            "look_back_period_s": LOOK_BACK_PERIOD_S,
         }
     }
     if not use_gpu:
@@ -190,6 +210,8 @@ def deploy_llm_app(
     min_replicas: int = 1,
     max_replicas: int = 1,
     target_ongoing_requests: int = 16,
+    downscale_delay_s: float = DEFAULT_DOWNSCALE_DELAY_S,
+    upscale_delay_s: float = DEFAULT_UPSCALE_DELAY_S,
     max_model_len: int = 4096,
     host: str = "127.0.0.1",
     port: int | None = None,
@@ -219,6 +241,8 @@ def deploy_llm_app(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         target_ongoing_requests=target_ongoing_requests,
+        downscale_delay_s=downscale_delay_s,
+        upscale_delay_s=upscale_delay_s,
         max_model_len=max_model_len,
     )
     t0 = time.monotonic()

@@ -20,6 +20,9 @@ def serve(
     target_ongoing_requests: Annotated[
         int, typer.Option("--target-ongoing-requests", min=1, help="Requests per replica before scaling up.")
     ] = 16,
+    downscale_delay_s: Annotated[
+        float, typer.Option("--downscale-delay-s", min=0, help="Idle seconds before a replica goes.")
+    ] = 60.0,
     max_model_len: Annotated[int, typer.Option("--max-model-len", min=256, help="Context length in tokens.")] = 4096,
     use_gpu: Annotated[
         Optional[bool], typer.Option("--gpu/--cpu", help="Engine placement; default: GPU when the cluster has one.")
@@ -78,6 +81,7 @@ def serve(
                 min_replicas=min_replicas,
                 max_replicas=max_replicas,
                 target_ongoing_requests=target_ongoing_requests,
+                downscale_delay_s=downscale_delay_s,
                 max_model_len=max_model_len,
                 host=host,
                 port=port,

@@ -52,6 +52,7 @@ def test_dry_run_prints_plan_without_work(tmp_path):
     assert res.exit_code == 0, res.output
     assert "800 rows, 6 classes" in res.output
     assert "at most 800" in res.output
+    assert "LLM replicas 0-1 (an idle one goes after 60 s)" in res.output  # none held while training
     assert not out.exists()
 
 
