@@ -16,7 +16,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from noiseal_ray.annotate.base import Answer, Query
 from noiseal_ray.annotate.cache import AnswerCache, CachedAnswer, answer_key
@@ -69,6 +69,9 @@ class LLMAnnotator:
                       the weights' source so two models served under one id never share answers
       api_key_env     name of the env var holding the API key (read here, never stored)
       concurrency     requests in flight at once; timeout_s per attempt; retries after the first
+      cold_start_timeout_s  the first request this annotator sends goes alone and may take this
+                      long: an autoscaled deployment at zero replicas answers it once one has
+                      started; the rest follow concurrently (None: no such wait)
       backoff_s       first retry wait (exponential, with jitter, capped at 30 s)
       min_logprob     answers whose log-probability is below it become ``low_logprob`` errors
       label_descriptions  label name -> readable name shown to (and answered by) the LLM
@@ -89,6 +92,7 @@ class LLMAnnotator:
         api_key_env: str | None = "OPENAI_API_KEY",
         concurrency: int = 32,
         timeout_s: float = 120.0,
+        cold_start_timeout_s: float | None = None,
         retries: int = 3,
         backoff_s: float = 0.5,
         min_logprob: float | None = None,
@@ -106,6 +110,8 @@ class LLMAnnotator:
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.timeout_s = timeout_s
+        self.cold_start_timeout_s = cold_start_timeout_s
+        self._serving = cold_start_timeout_s is None  # False until a first request came back
         self.retries = retries
         self.backoff_s = backoff_s
         self.min_logprob = min_logprob
@@ -135,20 +141,22 @@ class LLMAnnotator:
             self._client.close()
             self._client = None
 
-    def _post_once(self, body: dict[str, Any]) -> Reply:
+    def _post_once(self, body: dict[str, Any], timeout_s: float | None = None) -> Reply:
         import httpx
 
         with self._count_lock:
             self.http_requests += 1
+        wait = timeout_s or self.timeout_s
         try:
-            r = self._http().post(f"{self.base_url}/chat/completions", json=body)
+            r = self._http().post(f"{self.base_url}/chat/completions", json=body,
+                                  timeout=httpx.Timeout(wait, connect=min(10.0, wait)))
         except httpx.TimeoutException as exc:
-            raise Retryable("timeout", f"no answer within {self.timeout_s:g} s ({type(exc).__name__})") from None
+            raise Retryable("timeout", f"no answer within {wait:g} s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise Retryable("connection", f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]) from None
         return reply_from_response(r)
 
-    def _post(self, body: dict[str, Any]) -> Reply:
+    def _post(self, body: dict[str, Any], timeout_s: float | None = None) -> Reply:
         from tenacity import (
             RetryError,
             Retrying,
@@ -164,7 +172,7 @@ class LLMAnnotator:
             reraise=True,
         )
         try:
-            return retrying(self._post_once, body)
+            return retrying(self._post_once, body, timeout_s)
         except RetryError as exc:  # only without reraise; kept for safety
             raise exc.last_attempt.exception() from None
 
@@ -221,10 +229,10 @@ class LLMAnnotator:
         body = build_request(model=self.model, messages=messages, choices=choices)
         return None, _Pending(index=i, key=key, body=body, choices=choices, ids=ids)
 
-    def _answer_one(self, item: _Pending) -> tuple[Answer, int | None]:
+    def _answer_one(self, item: _Pending, timeout_s: float | None = None) -> tuple[Answer, int | None]:
         """Answer one pending query; also return the parsed label id (None: nothing to cache)."""
         try:
-            reply = self._post(item.body)
+            reply = self._post(item.body, timeout_s)
         except (Retryable, Failed) as exc:
             return Answer(label=None, error=f"{exc.kind}: {exc.detail}"), None
         except Exception as exc:  # never raise for one sample
@@ -240,7 +248,7 @@ class LLMAnnotator:
         self._http()  # one shared, thread-safe client, created before the threads start
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending)))
         try:
-            for item, (answer, label) in zip(pending, pool.map(self._answer_one, pending)):
+            for item, (answer, label) in self._replies(pending, pool):
                 answers[item.index] = answer
                 # Every parsed answer is stored, even one under min_logprob: the threshold is
                 # applied on read, so changing it needs no new request. Failures are not stored.
@@ -258,6 +266,19 @@ class LLMAnnotator:
             except OSError as exc:  # a read-only run dir must not lose the answers themselves
                 log.warning("could not persist %d LLM answers: %s", len(new_entries), exc)
         pool.shutdown(wait=True)
+
+    def _replies(self, pending: list[_Pending], pool: ThreadPoolExecutor) -> Iterator[tuple[_Pending, tuple[Answer, int | None]]]:
+        """(item, reply) for every pending query, in order. Until one request has come back, the
+        first goes alone with the cold-start timeout: sending the whole batch to a deployment
+        still starting its first replica would time the requests out and resend them all."""
+        rest = pending
+        if not self._serving:
+            first = pending[0]
+            reply = self._answer_one(first, self.cold_start_timeout_s)
+            self._serving = True  # answered or not: the others keep their own timeouts and retries
+            yield first, reply
+            rest = pending[1:]
+        yield from zip(rest, pool.map(self._answer_one, rest))
 
     def __del__(self) -> None:  # best effort: free sockets when an actor drops the annotator
         try:

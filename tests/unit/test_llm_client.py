@@ -267,7 +267,39 @@ def test_serve_command_is_cheap_to_import_and_documented() -> None:
     app.command("other")(lambda: None)  # two commands: "serve" stays a subcommand
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for flag in ("--llm-model", "--min-replicas", "--max-replicas", "--host", "--port", "--address"):
+    for flag in ("--llm-model", "--min-replicas", "--max-replicas", "--downscale-delay-s", "--host", "--port", "--address"):
         assert flag in result.output
     bad = CliRunner().invoke(app, ["serve", "--min-replicas", "3", "--max-replicas", "1"])
     assert bad.exit_code != 0
+
+
+def _cold_start_script(wait_s: float, arrivals: list[tuple[int, float, float]]) -> Script:
+    """The first request waits ``wait_s`` (a replica starting), the rest answer at once; each
+    call's (index, arrival, departure) goes to ``arrivals``."""
+    def script(body: dict[str, Any], idx: int) -> tuple[int, Any]:
+        t0 = time.monotonic()
+        if idx == 0:
+            time.sleep(wait_s)
+        arrivals.append((idx, t0, time.monotonic()))
+        return first_choice(body, idx)
+    return script
+
+
+def test_the_first_request_waits_alone_through_a_cold_start(serve_script: Callable[..., FakeServer]) -> None:
+    arrivals: list[tuple[int, float, float]] = []
+    srv = serve_script(_cold_start_script(1.5, arrivals))
+    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=0.5, retries=0,
+                       cold_start_timeout_s=10.0)
+    answers = ann.annotate(queries=queries(12), label_names=LABELS)
+    assert [a.label for a in answers] == [0] * 12 and all(a.error is None for a in answers)
+    assert len(srv.calls) == 12  # nothing sent twice
+    first_done = next(end for idx, _, end in arrivals if idx == 0)
+    assert all(start >= first_done for idx, start, _ in arrivals if idx > 0)  # the batch waited for it
+    assert srv.max_in_flight > 1  # then went concurrently
+
+
+def test_without_the_cold_start_wait_the_first_requests_time_out(serve_script: Callable[..., FakeServer]) -> None:
+    srv = serve_script(_cold_start_script(1.5, []))
+    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=0.5, retries=0)
+    answers = ann.annotate(queries=queries(4), label_names=LABELS)
+    assert answers[0].label is None and answers[0].error.startswith("timeout: no answer within 0.5 s")
