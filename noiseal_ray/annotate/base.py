@@ -70,6 +70,9 @@ class AnnotatorSpec:
 
     kind: str  # "none" | "knn" | "llm"
     options: dict[str, Any] = field(default_factory=dict)
+    # The Ray Serve app answering the requests when this run deployed it (the driver watches its
+    # replicas); None for an external endpoint or an annotator without a service.
+    serve_app: str | None = None
 
 
 class Annotator(Protocol):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noiseal_ray.report.data import RunData
-from noiseal_ray.report.fmt import DASH, count, is_missing, num, pct, short_text, text
+from noiseal_ray.report.fmt import DASH, count, duration, is_missing, num, pct, short_text, text
 from noiseal_ray.report.limits import PART_NAMES, TABLE_MAX
 
 
@@ -54,8 +54,10 @@ class ReviewRow:
 
 
 def rounds_table(*, data: RunData) -> tuple[list[str], list[RoundRow]]:
-    """(headers, rows): per metrics round, sizes, annotations, changes, losses, accuracy, detection."""
+    """(headers, rows): per metrics round, sizes, annotations, changes, losses, accuracy, detection,
+    and the LLM replicas when the run deployed its own autoscaled LLM."""
     rows = []
+    served = any(e.get("llm_serving") for e in data.rounds)
     for e in data.rounds:
         s, a, tr = e.get("sizes") or {}, e.get("annotator") or {}, e.get("train") or {}
         d, rc = e.get("detection") or {}, e.get("recovery") or {}
@@ -66,10 +68,23 @@ def rounds_table(*, data: RunData) -> tuple[list[str], list[RoundRow]]:
                  num(tr.get("loss_strong")), num(tr.get("loss_weak")), pct(e.get("test_accuracy"))]
         if data.has_clean:
             cells += [pct(d.get("precision")), pct(d.get("recall")), pct(d.get("f1")), pct(rc.get("final_accuracy"))]
+        if served:
+            cells += _serving_cells(e.get("llm_serving"))
         rows.append(RoundRow(name, [count(s[p]) if p in s else None for p in PART_NAMES], cells))
     headers = ["round", "R", "P", "H", "new annotations", "failed", "changed", "loss strong", "loss weak",
                "test acc."] + (["det. precision", "det. recall", "det. F1", "label acc."] if data.has_clean else [])
+    if served:
+        headers += ["LLM replicas at start → most", "LLM cold start"]
     return headers, rows
+
+
+def _serving_cells(serving: dict | None) -> list[str]:
+    """Replicas when the round's annotate stage began and at most during it; the wait for the first."""
+    if not serving or serving.get("peak_replicas") is None:
+        return [DASH, DASH]
+    cold = serving.get("cold_start_s")
+    return [f"{serving['replicas_at_start']} → {serving['peak_replicas']}",
+            DASH if cold is None else duration(cold)]
 
 
 def classes_table(*, data: RunData) -> Table:

@@ -7,7 +7,7 @@ import the stages do not need it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +17,7 @@ from noiseal_ray.annotate.base import Demo, Query, gate_answer
 from noiseal_ray.annotate.demos import PoolHandle, demo_pool
 from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_annotator
 from noiseal_ray.annotate.llm import check_endpoint, normalize_base_url
+from noiseal_ray.annotate.replicas import ReplicaWatch, summarise_replicas
 from noiseal_ray.config import RunConfig
 from noiseal_ray.finalize import STAT_KEYS, batch_stats, summarise
 from noiseal_ray.partition import CODES
@@ -110,6 +111,13 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThreshol
     write_dir(ds=ds, final=out_dir)
 
 
+def serving_note(serving: dict) -> str:
+    """The progress line's account of the LLM replicas in one annotate stage."""
+    cold = serving["cold_start_s"]
+    return (f"; LLM replicas {serving['replicas_at_start']} at start, {serving['peak_replicas']} at most"
+            + (f", cold start {cold:.0f} s" if cold else ""))
+
+
 def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
     """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table."""
     sums = reduce_sum(read_dir(path=table_dir, columns=COUNT_COLUMNS), batch_stats, round_no=round_no, hard_policy=hard_policy)
@@ -155,8 +163,10 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
     with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
         pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c,
                          per_class=config.demo_pool_per_class_for(c), seed=config.seed + round_no)
-        annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
-                 split=state.current, round_no=round_no, label_names=names, config=config, actors=actors)
+        watch = ReplicaWatch(app_name=spec.serve_app) if spec.serve_app else nullcontext()
+        with watch:
+            annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
+                     split=state.current, round_no=round_no, label_names=names, config=config, actors=actors)
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy)
         summary = summarise(counts)
@@ -164,6 +174,10 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         st["rows"] = counts["n"]
         st["note"] = (f"R {s['R']} P {s['P']} H {s['H']}, {summary['annotator']['new_answers']} new "
                       f"labels, {summary['annotator']['failed']} failed")
+        if isinstance(watch, ReplicaWatch):
+            serving = summary["llm_serving"] = summarise_replicas(samples=watch.samples,
+                                                                   queries=summary["annotator"]["queries"])
+            st["note"] += serving_note(serving)
     run.manifest.add_seconds("annotate", st["seconds"])
     cur = state.current
     saved = cur.to_dict()
