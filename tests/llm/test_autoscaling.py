@@ -160,3 +160,53 @@ def test_a_run_holds_no_replica_through_training_and_records_the_cold_start(ray_
     assert len(p) > 0 and (p["llm_label"].notna() | p["llm_error"].notna()).all()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "LLM cold start" in html
+
+
+class _AllApps:
+    """Samples every Serve app's engine replicas (a run names its app itself) every 0.5 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from ray import serve
+
+        t0 = time.monotonic()
+        while not self._stop.wait(0.5):
+            try:
+                apps = list(serve.status().applications)
+            except Exception:  # Serve not started yet: nothing deployed
+                apps = []
+            running = starting = 0
+            for app in apps:
+                r, st = replica_counts(app)
+                running, starting = running + r, starting + st
+            self.samples.append((time.monotonic() - t0, running, starting))
+
+    def __enter__(self) -> "_AllApps":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_one_run_scales_the_packaged_llm_from_zero_to_two_and_back(ray_cluster, tiny_encoder, tmp_path: Path):
+    from noiseal_ray.config import make_config
+    from noiseal_ray.pipeline import Progress, run_pipeline, sample_data_path
+
+    overrides = dict(data=sample_data_path(), label_col="noisy_label", clean_label_col="label", id_col="id",
+                     strong_model=tiny_encoder, warmup_epochs=1, rounds=1, workers=1, annotator="llm",
+                     llm_max_replicas=2, llm_target_ongoing_requests=4, llm_downscale_delay_s=2.0,
+                     max_length=32, weak_embed_dim=16, weak_hidden=16, report=True)
+    config = make_config(overrides=overrides)
+    out = tmp_path / "run"
+    with _AllApps() as watch:
+        metrics = run_pipeline(config=config, out=str(out), progress=Progress(enabled=False))
+    print(watch.samples)
+    print([(e["round"], e.get("llm_serving"), e.get("annotator", {}).get("queries")) for e in metrics["rounds"]])

@@ -117,7 +117,7 @@ def test_hostile_query_cannot_change_another_samples_prompt(hostile):
     sent: list[bytes] = []
 
     class Capture(LLMAnnotator):
-        def _post(self, body):  # no network: record each request body, answer "World"
+        def _post(self, body, timeout_s=None):  # no network: record each request body, answer "World"
             from noiseal_ray.annotate.llm import _Reply
 
             sent.append(json.dumps(body, sort_keys=True).encode())
