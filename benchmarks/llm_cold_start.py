@@ -158,11 +158,11 @@ def write_report(*, args: argparse.Namespace, command: str, source: str, m: dict
         "",
     ]
     text = "\n".join(lines)
+    from noiseal_ray.rundir import atomic_write_text
+
     out = REPO / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(text)
     print(f"written to {args.out}")
 

@@ -327,11 +327,11 @@ def write_report(*, args: argparse.Namespace, command: str, source: str, deploy_
         lines.append(f"kNN vote over the 10 nearest (no LLM), {name}: {acc:.3f}.")
     lines.append("")
     text = "\n".join(lines)
+    from noiseal_ray.rundir import atomic_write_text
+
     out = _path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(text)
     print(f"written to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
