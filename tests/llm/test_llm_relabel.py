@@ -100,12 +100,12 @@ def test_misses_are_in_flight_together_up_to_concurrency(fresh_cache_options: di
     lock, live, peak = threading.Lock(), [0], [0]
     real_post = LLMAnnotator._post
 
-    def counting_post(self: LLMAnnotator, body: dict) -> object:
+    def counting_post(self: LLMAnnotator, body: dict, timeout_s: float | None = None) -> object:
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
         try:
-            return real_post(self, body)
+            return real_post(self, body, timeout_s)
         finally:
             with lock:
                 live[0] -= 1
