@@ -66,16 +66,15 @@ def summarise_replicas(*, samples: Sequence[ReplicaSample], queries: int) -> dic
             "samples": len(samples)}
 
 
-def replica_counts(app_name: str) -> tuple[int, int]:
-    """(engine replicas RUNNING, replicas of the app STARTING) from ``serve.status()``; (0, 0)
-    when the app is not there."""
+def replica_counts(app_name: str | None) -> tuple[int, int]:
+    """(engine replicas RUNNING, replicas STARTING) of the app from ``serve.status()``, summed over
+    every app when ``app_name`` is None; (0, 0) when the app is not there."""
     from ray import serve
 
-    app = serve.status().applications.get(app_name)
-    if app is None:
-        return 0, 0
+    apps = serve.status().applications
+    chosen = apps.values() if app_name is None else [apps[app_name]] if app_name in apps else []
     running = starting = 0
-    for name, dep in app.deployments.items():
+    for name, dep in ((n, d) for app in chosen for n, d in app.deployments.items()):
         states = {str(getattr(k, "value", k)): int(v) for k, v in dict(dep.replica_states).items()}
         starting += states.get("STARTING", 0)
         if name.startswith(ENGINE_PREFIX):
@@ -84,11 +83,12 @@ def replica_counts(app_name: str) -> tuple[int, int]:
 
 
 class ReplicaWatch:
-    """Context manager: samples ``replica_counts(app_name)`` every ``interval_s`` seconds in a
-    daemon thread, from entry (one sample at once) to exit (one last sample). A failed look is
-    logged and skipped: watching never fails the stage it watches."""
+    """Context manager: samples ``replica_counts(app_name)`` (None: every app) every ``interval_s``
+    seconds in a daemon thread, from entry (one sample at once) to exit (one last sample). A
+    failed look (Serve not started yet, its controller busy) is logged and skipped: watching never
+    fails the stage it watches."""
 
-    def __init__(self, *, app_name: str, interval_s: float = 1.0) -> None:
+    def __init__(self, *, app_name: str | None, interval_s: float = 1.0) -> None:
         self.app_name = app_name
         self.interval_s = interval_s
         self.samples: list[ReplicaSample] = []

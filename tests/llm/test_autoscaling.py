@@ -18,15 +18,13 @@ up just as the burst ended). About ten minutes on 2 cores.
 from __future__ import annotations
 
 import importlib.util
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
 
-from noiseal_ray.annotate.replicas import replica_counts
+from noiseal_ray.annotate.replicas import ReplicaSample, ReplicaWatch
 
 
 @pytest.fixture(scope="module")
@@ -43,42 +41,13 @@ def ray_cluster(require) -> Iterator[None]:
         ray.shutdown()
 
 
-class AllApps:
-    """Every 0.5 s, (seconds, engine replicas running, replicas starting) summed over all Serve
-    apps: the run names its app itself, and before it deploys there is none (0, 0)."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="all-apps-watch", daemon=True)
-
-    def _loop(self) -> None:
-        from ray import serve
-
-        t0 = time.monotonic()
-        while not self._stop.wait(0.5):
-            try:
-                apps = list(serve.status().applications)
-            except Exception:  # Serve not started yet
-                apps = []
-            counts = [replica_counts(app) for app in apps]
-            self.samples.append((time.monotonic() - t0, sum(c[0] for c in counts), sum(c[1] for c in counts)))
-
-    def __enter__(self) -> "AllApps":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def transitions(self) -> list[tuple[float, int, int]]:
-        """The samples where the counts changed (what a failure message should show)."""
-        out: list[tuple[float, int, int]] = []
-        for s in self.samples:
-            if not out or out[-1][1:] != s[1:]:
-                out.append((round(s[0], 1), s[1], s[2]))
-        return out
+def transitions(samples: list[ReplicaSample]) -> list[tuple[float, int, int]]:
+    """(seconds, running, starting) where the counts changed (what a failure message should show)."""
+    out: list[tuple[float, int, int]] = []
+    for s in samples:
+        if not out or out[-1][1:] != (s.running, s.starting):
+            out.append((round(s.t, 1), s.running, s.starting))
+    return out
 
 
 def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, tiny_encoder, tmp_path: Path):
@@ -92,9 +61,10 @@ def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, ti
     config = make_config(overrides=overrides)
     assert config.llm_min_replicas == 0  # the default under test
     out = tmp_path / "run"
-    with AllApps() as watch:
+    # Every app (the run names its own); before the deploy Serve answers nothing and no sample is kept.
+    with ReplicaWatch(app_name=None, interval_s=0.5) as watch:
         metrics = run_pipeline(config=config, out=str(out), progress=Progress(enabled=False))
-    seen = watch.transitions()
+    seen = transitions(watch.samples)
 
     serving = {e["round"]: e["llm_serving"] for e in metrics["rounds"] if "llm_serving" in e}
     queries = {e["round"]: e["annotator"]["queries"] for e in metrics["rounds"] if "llm_serving" in e}
