@@ -48,6 +48,13 @@ __all__ = ["CACHE_DIRNAME", "LLMAnnotator", "auth_headers", "check_endpoint", "l
 log = logging.getLogger(__name__)
 
 
+def _timeout(seconds: float) -> Any:
+    """httpx's timeout for a request allowed ``seconds``: connecting gets at most 10 s of it."""
+    import httpx
+
+    return httpx.Timeout(seconds, connect=min(10.0, seconds))
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A query the cache could not answer: its position in the batch, cache key and request."""
@@ -129,7 +136,7 @@ class LLMAnnotator:
             import httpx
 
             self._client = httpx.Client(
-                timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+                timeout=_timeout(self.timeout_s),
                 limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
                 headers=auth_headers(self.api_key_env),
             )
@@ -148,8 +155,7 @@ class LLMAnnotator:
             self.http_requests += 1
         wait = timeout_s or self.timeout_s
         try:
-            r = self._http().post(f"{self.base_url}/chat/completions", json=body,
-                                  timeout=httpx.Timeout(wait, connect=min(10.0, wait)))
+            r = self._http().post(f"{self.base_url}/chat/completions", json=body, timeout=_timeout(wait))
         except httpx.TimeoutException as exc:
             raise Retryable("timeout", f"no answer within {wait:g} s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
