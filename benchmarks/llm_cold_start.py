@@ -161,8 +161,7 @@ def write_report(*, args: argparse.Namespace, command: str, source: str, m: dict
     from noiseal_ray.rundir import atomic_write_text
 
     out = REPO / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text)
+    atomic_write_text(out, text)  # creates the folder
     print(text)
     print(f"written to {args.out}")
 

@@ -330,8 +330,7 @@ def write_report(*, args: argparse.Namespace, command: str, source: str, deploy_
     from noiseal_ray.rundir import atomic_write_text
 
     out = _path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text)
+    atomic_write_text(out, text)  # creates the folder
     print(text)
     print(f"written to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
