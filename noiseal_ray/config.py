@@ -30,6 +30,9 @@ class RunConfig(BaseModel):
     clean_label_col: str | None = None  # evaluation only: never used for training
     test_data: str | None = None
     test_label_col: str | None = None  # default: label_col
+    # Rows a person reviewed (any file `noiseal-ray export` writes, or an id,label table): trusted,
+    # never changed, always clean (R), always in the demonstration pool and first among demonstrations.
+    reviewed: str | None = None
     max_length: int = Field(128, ge=1)  # tokens; longer texts are truncated and flagged in the output
     # --- compute ------------------------------------------------------------------------
     workers: int = Field(2, ge=1)

@@ -4,7 +4,8 @@
     python -c "from noiseal_ray.export import read_review; print(read_review('review.csv'))"
 
 Subsets: ``H`` (hard: the models disagree), ``P`` (purified: relabeled), ``changed`` (final label
-differs from the given one), ``all``.
+differs from the given one), ``all``. Or a budget (``--budget N``): the N rows most worth a review
+(``noiseal_ray.review.budget``), most valuable first, with ``review_priority`` and ``review_why``.
 
 Formats (one record per row of ``labels.parquet``, streamed; the file is written atomically):
 
@@ -36,7 +37,8 @@ prediction, or p_strong for a kept given label), else null. Agent: ``noiseal-ray
 
 ``read_review(path)`` takes any of the three back to ``DataFrame[id, label]``: the reviewer's
 label where given (``review_label``; for Argilla, the most frequent response to ``label``), else
-the suggestion.
+the suggestion (``reviewed_only=True``: only the answered records, which is what
+``noiseal-ray run --reviewed`` trusts). A plain id,label table (csv, jsonl, parquet) reads too.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
 def argilla_record(rec: dict) -> dict:
     """One review record in the shape of Argilla's ``rg.Record.to_dict()``."""
     meta_keys = ("given_label", "partition", "p_strong", "p_weak", "pred_label", "pred_prob", "llm_label",
-                 "llm_logprob", "llm_error", "changed", "clean_label")
+                 "llm_logprob", "llm_error", "changed", "clean_label", "review_priority", "review_why")
     return {"id": rec["id"],
             "fields": {"text": rec["text"], "reason": rec["reason"]},
             "suggestions": {QUESTION: {"value": rec["suggested_label"], "score": rec["suggestion_score"],
@@ -207,11 +209,28 @@ def argilla_record(rec: dict) -> dict:
             "metadata": {k: rec[k] for k in meta_keys if rec.get(k) is not None}}
 
 
-def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fmt: str = "jsonl") -> int:
-    """Write the ``subset`` of the run's labels to ``out`` in ``fmt``; return the number of records."""
+def budget_records(*, run_dir: str | Path, budget: int, rule: str) -> list[dict]:
+    """The review records of the ``budget`` rows most worth a review (``noiseal_ray.review.
+    select_for_review``), most valuable first, each with ``review_priority`` and ``review_why``."""
+    from noiseal_ray.review import select_for_review
+
+    picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule).to_pydict()
+    rank = {i: k for k, i in enumerate(picked["id"])}
+    recs = [r for r in iter_records(run_dir=run_dir, subset="all") if r["id"] in rank]
+    for r in recs:
+        k = rank[r["id"]]
+        r["review_priority"], r["review_why"] = picked["review_priority"][k], picked["review_why"][k]
+    return sorted(recs, key=lambda r: rank[r["id"]])
+
+
+def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fmt: str = "jsonl",
+                  budget: int | None = None, rule: str = "doubt") -> int:
+    """Write the ``subset`` of the run's labels (or, with ``budget``, the rows most worth a review by
+    ``rule``: ``budget_records``) to ``out`` in ``fmt``; return the number of records."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    records = iter_records(run_dir=run_dir, subset=subset)
+    records = (iter_records(run_dir=run_dir, subset=subset) if budget is None
+               else iter(budget_records(run_dir=run_dir, budget=budget, rule=rule)))
     first = next(records, None)  # validates the run before the output file is created
     out = Path(out)
     if out.is_dir():
@@ -222,13 +241,14 @@ def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fm
             if fmt == "csv":
                 import csv
 
-                cols = COLUMNS + (["clean_label"] if first is not None and "clean_label" in first else [])
+                cols = COLUMNS + [k for k in ("review_priority", "review_why", "clean_label")
+                                  if first is not None and k in first]
                 w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
                 w.writeheader()
             for rec in _chain([] if first is None else [first], records):
                 if fmt == "csv":
                     row = {k: ("" if rec.get(k) is None else rec.get(k)) for k in cols}
-                    for k in ("text", "reason", "llm_error"):
+                    for k in ("text", "reason", "llm_error") + (("review_why",) if "review_why" in row else ()):
                         row[k] = _csv_safe(row[k])
                     w.writerow(row)
                 else:
@@ -258,11 +278,11 @@ def _detect(path: Path) -> str:
     return "jsonl"
 
 
-def _argilla_label(d: dict):
-    """Reviewer's label (most frequent response) else the suggestion, from an Argilla record dict.
+def _argilla_answer(d: dict):
+    """The reviewer's label (the most frequent response to ``label``) of an Argilla record dict, or None.
 
     Accepts ``to_dict()`` shape (dict by question), the list shape of ``rg.Record(...)`` arguments,
-    and the flat shape of ``records.to_list(flatten=True)`` (``label.responses``, ``label.suggestion``).
+    and the flat shape of ``records.to_list(flatten=True)`` (``label.responses``).
     """
     from collections import Counter
 
@@ -274,8 +294,15 @@ def _argilla_label(d: dict):
     if not answers and isinstance(d.get(f"{QUESTION}.responses"), list):
         answers = list(d[f"{QUESTION}.responses"])
     answers = [a for a in answers if a not in (None, "")]
-    if answers:
-        return Counter(answers).most_common(1)[0][0]
+    return Counter(answers).most_common(1)[0][0] if answers else None
+
+
+def _argilla_label(d: dict):
+    """Reviewer's label (``_argilla_answer``) else the suggestion, from an Argilla record dict
+    (suggestions by question, as a list, or flat ``label.suggestion``)."""
+    answer = _argilla_answer(d)
+    if answer is not None:
+        return answer
     sugg = d.get("suggestions") or {}
     if isinstance(sugg, dict) and isinstance(sugg.get(QUESTION), dict):
         return sugg[QUESTION].get("value")
@@ -286,27 +313,41 @@ def _argilla_label(d: dict):
     return d.get(f"{QUESTION}.suggestion")
 
 
-def read_review(path: str | Path):
-    """Reviewed labels as ``pandas.DataFrame[id, label]`` (strings) from an exported file.
+def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bool = False):
+    """Reviewed labels as ``pandas.DataFrame[id, label]`` (strings) from an exported file, or from
+    a plain table of ``id`` and ``label`` (csv, jsonl or parquet).
 
-    The format (csv, jsonl, argilla) is detected from the extension and the first record. The
-    label is ``review_label`` when the reviewer filled it in, else ``suggested_label``.
+    The format is detected from the extension and the first record. The label is
+    ``review_label`` when the reviewer filled it in, else ``suggested_label`` (else ``label``).
+    ``with_lines``: add ``line``, each record's 1-based line in the file (the row for parquet), for
+    error messages. ``reviewed_only``: from an exported file, only the records a reviewer answered
+    (a ``review_label``, an Argilla response); a plain id,label table is all answers.
     """
     import pandas as pd
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"review file {p} does not exist")
+    if p.suffix.lower() == ".parquet":
+        return _read_plain_parquet(p, with_lines=with_lines)
     fmt = _detect(p)
-    ids, labels = [], []
+    ids, labels, lines = [], [], []
     if fmt == "csv":
         df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[])
-        missing = {"id", "suggested_label"} - set(df.columns)
+        lab_col = "suggested_label" if "suggested_label" in df else "label"
+        missing = {"id", lab_col} - set(df.columns)
         if missing:
-            raise InputError(f"{p}: not an exported review file (missing column(s) {', '.join(sorted(missing))})")
-        review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df))
-        lab = review.where(review.str.strip() != "", df["suggested_label"])
-        return pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str)})
+            raise InputError(f"{p}: not an exported review file nor an id,label table (missing column(s) "
+                             f"{', '.join(sorted(missing))})")
+        review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df), dtype=str)
+        answered = review.str.strip() != ""
+        lab = review.where(answered, df[lab_col])
+        out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str)})
+        if with_lines:
+            out["line"] = range(2, len(df) + 2)  # line 1 is the header
+        if reviewed_only and lab_col == "suggested_label":
+            out = out[answered.to_numpy()].reset_index(drop=True)
+        return out
     with p.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -316,12 +357,39 @@ def read_review(path: str | Path):
             except ValueError as exc:
                 raise InputError(f"{p}: line {i} is not JSON ({exc})") from None
             if fmt == "argilla":
-                label = _argilla_label(d)
+                answer = _argilla_answer(d)
+                label = answer if answer is not None else _argilla_label(d)
             else:
-                r = d.get("review_label")
-                label = r if r not in (None, "") else d.get("suggested_label")
+                answer = d.get("review_label") if d.get("review_label") not in (None, "") else None
+                exported = "suggested_label" in d
+                if not exported and d.get("label") not in (None, ""):
+                    answer = d["label"]  # a plain id,label record: the label is the answer
+                label = answer if answer is not None else d.get("suggested_label")
+            if reviewed_only and answer is None:
+                continue
             if d.get("id") is None or label is None:
                 raise InputError(f"{p}: line {i} has no id or no label")
             ids.append(str(d["id"]))
             labels.append(str(label))
-    return pd.DataFrame({"id": pd.Series(ids, dtype=object), "label": pd.Series(labels, dtype=object)})
+            lines.append(i)
+    out = pd.DataFrame({"id": pd.Series(ids, dtype=object), "label": pd.Series(labels, dtype=object)})
+    if with_lines:
+        out["line"] = lines
+    return out
+
+
+def _read_plain_parquet(p: Path, *, with_lines: bool):
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(p)
+    except Exception as exc:  # noqa: BLE001 -- pyarrow raises several types for a bad file
+        raise InputError(f"{p}: cannot read parquet ({exc})") from None
+    missing = {"id", "label"} - set(t.column_names)
+    if missing:
+        raise InputError(f"{p}: an id,label table needs column(s) {', '.join(sorted(missing))}")
+    df = t.select(["id", "label"]).to_pandas()
+    out = df.astype({"id": str, "label": str})
+    if with_lines:
+        out["line"] = range(1, len(df) + 1)
+    return out

@@ -9,12 +9,13 @@ from noiseal_ray.partition import CODES
 
 
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,
-                 hard_policy: str) -> np.ndarray:
+                 hard_policy: str, trusted: np.ndarray | None = None) -> np.ndarray:
     """Final label ids, shape (n,).
 
-    R keeps the given label. P takes the annotator's label, or the strong model's prediction
-    when the annotator gave none (annotator "none", or a recorded failure). H keeps the given
-    label (policy "given") or takes the strong model's prediction (policy "strong").
+    ``given``: the labels the run trained on (a reviewed row's reviewed label). R keeps it. P
+    takes the annotator's label, or the strong model's prediction when the annotator gave none
+    (annotator "none", or a recorded failure). H keeps it (policy "given") or takes the strong
+    model's prediction (policy "strong"). A ``trusted`` (n,) row keeps it whatever its part.
     """
     out = given.copy()
     p = part == CODES["P"]
@@ -22,22 +23,26 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
     if hard_policy == "strong":
         h = part == CODES["H"]
         out[h] = pred[h]
+    if trusted is not None:
+        out[trusted] = given[trusted]
     return out
 
 
 STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
              "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
              "given_right", "fixed", "broken", "llm_right", "llm_known", "changed", "changed_known",
-             "changed_wrong")
+             "changed_wrong", "reviewed", "reviewed_changed")
 
 
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str) -> dict[str, np.ndarray]:
     """One row of counts for a batch of a round table; summed over the dataset by the caller."""
     part = batch["part"].astype(np.int64)
-    given = batch["label"].astype(np.int64)
+    label = batch["label"].astype(np.int64)  # trained on: a reviewed row's reviewed label
+    given = batch["given"].astype(np.int64) if "given" in batch else label
+    trusted = batch["trusted"].astype(bool) if "trusted" in batch else np.zeros(len(part), bool)
     llm = batch["llm_label"].astype(np.int64)
-    final = final_labels(part=part, given=given, llm=llm, pred=batch["pred"].astype(np.int64),
-                         hard_policy=hard_policy)
+    final = final_labels(part=part, given=label, llm=llm, pred=batch["pred"].astype(np.int64),
+                         hard_policy=hard_policy, trusted=trusted)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
     wrong = known & (given != clean)
@@ -57,6 +62,7 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
         "llm_right": (known & (llm >= 0) & (llm == clean)).sum(), "llm_known": (known & (llm >= 0)).sum(),
         "changed": (final != given).sum(), "changed_known": (known & (final != given)).sum(),
         "changed_wrong": (wrong & (final != given)).sum(),
+        "reviewed": trusted.sum(), "reviewed_changed": (trusted & (label != given)).sum(),
     }
     return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
 
@@ -71,6 +77,8 @@ def summarise(counts: dict[str, int]) -> dict:
                          "cache_hits": counts["cached_now"], "failed": counts["failed_now"],
                          "queries": counts["annotated_now"] - counts["cached_now"]},
            "truncated": counts["truncated"], "changed": counts["changed"]}
+    if counts.get("reviewed"):
+        out["reviewed"] = {"rows": counts["reviewed"], "changed_by_reviewer": counts["reviewed_changed"]}
     if counts.get("known"):
         p, r, f1 = detector_scores(hits=counts.get("flagged_wrong"), flagged=counts.get("flagged"),
                                    wrong=counts.get("wrong"))

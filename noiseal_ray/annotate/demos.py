@@ -15,7 +15,7 @@ import numpy as np
 from noiseal_ray.partition import CODES
 from noiseal_ray.ray_session import configure_data_context
 from noiseal_ray.split import RuleThresholds
-from noiseal_ray.stages.tables import read_dir
+from noiseal_ray.stages.tables import read_dir, table_columns
 from noiseal_ray.stages.thresholds import assign_parts
 
 
@@ -23,12 +23,14 @@ from noiseal_ray.stages.thresholds import assign_parts
 class DemoPool:
     """R samples available as demonstrations.
 
-    texts: (n,) object; labels: (n,) int64; embeddings: (n, D) float32, rows L2-normalised.
+    texts: (n,) object; labels: (n,) int64; embeddings: (n, D) float32, rows L2-normalised;
+    trusted: (n,) bool, reviewed rows (None: none).
     """
 
     texts: np.ndarray
     labels: np.ndarray
     embeddings: np.ndarray
+    trusted: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,7 +38,8 @@ class DemoPool:
     def nearest(self, queries: np.ndarray, *, k: int, class_balanced: bool = False,
                 num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Indices (m, k') and cosine similarities (m, k') of the most similar pool rows, most
-        similar first; k' = min(k, len(pool)). ``queries``: (m, D), L2-normalised.
+        similar first, except that trusted (reviewed) rows among them come before the others;
+        k' = min(k, len(pool)). ``queries``: (m, D), L2-normalised.
 
         class_balanced: take about k / C per class (at least one), then order by similarity.
         """
@@ -61,7 +64,11 @@ class DemoPool:
             idx = np.concatenate(parts, axis=1)
         s = np.take_along_axis(sims, idx, axis=1)
         order = np.argsort(-s, axis=1, kind="stable")
-        return np.take_along_axis(idx, order, axis=1), np.take_along_axis(s, order, axis=1)
+        idx, s = np.take_along_axis(idx, order, axis=1), np.take_along_axis(s, order, axis=1)
+        if self.trusted is not None and self.trusted.any():
+            first = np.argsort(~self.trusted[idx], axis=1, kind="stable")  # trusted first, each part by similarity
+            idx, s = np.take_along_axis(idx, first, axis=1), np.take_along_axis(s, first, axis=1)
+        return idx, s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,9 +113,12 @@ def hash_text(text: str) -> int:
 
 
 def _bottom_k(batch: dict, *, split: RuleThresholds, seed: int, per_class: int) -> dict:
-    """Per class, the ``per_class`` R rows of ``batch`` with the smallest seeded hash ``u``."""
+    """Per class, the ``per_class`` R rows of ``batch`` with the smallest seeded hash ``u``; a
+    trusted (reviewed) row gets u = 0, so it is always sampled, and u = 0 marks it in the pool."""
     batch = assign_parts(batch=batch, split=split)
-    u = np.array([hash_text(f"{seed}:{t}") for t in batch["text"]], dtype=np.uint64)
+    u = np.array([hash_text(f"{seed}:{t}") or 1 for t in batch["text"]], dtype=np.uint64)
+    if "trusted" in batch:
+        u[batch["trusted"].astype(bool)] = 0
     y = batch["label"].astype(np.int64)
     keep = []
     for c in np.unique(y[batch["part"] == CODES["R"]]):
@@ -141,6 +151,7 @@ def build_demo_pool(*, scored_dir: Path, split: RuleThresholds, num_classes: int
     5 * per_class * num_classes rows at a time, whatever the corpus size.
     """
     cols = ["text", "label", "p_strong", "p_weak", "pred", "embedding"]
+    cols += ["trusted"] if "trusted" in table_columns(scored_dir) else []
     parts = read_dir(path=scored_dir, columns=cols).map_batches(
         _bottom_k, fn_kwargs={"split": split, "seed": seed, "per_class": per_class},
         batch_format="numpy", batch_size=4096)
@@ -155,4 +166,5 @@ def build_demo_pool(*, scored_dir: Path, split: RuleThresholds, num_classes: int
     texts, labels, embs, us = _bottom_k_merge(texts, labels, embs, us, per_class)
     if not len(labels[0]):
         return DemoPool(texts=np.zeros(0, object), labels=np.zeros(0, np.int64), embeddings=np.zeros((0, 1), np.float32))
-    return DemoPool(texts=texts[0].astype(object), labels=labels[0], embeddings=embs[0].astype(np.float32))
+    return DemoPool(texts=texts[0].astype(object), labels=labels[0], embeddings=embs[0].astype(np.float32),
+                    trusted=us[0] == 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,12 +13,17 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="File to write (.jsonl or .csv).")],
     subset: Annotated[str, typer.Option("--subset", help="H | P | changed | all")] = "H",
     fmt: Annotated[str, typer.Option("--format", help="jsonl | csv | argilla (JSONL of Argilla records)")] = "jsonl",
+    budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Only the N rows whose review is worth the most (any --subset ignored), most valuable first, each with why.")] = None,
+    rule: Annotated[str, typer.Option("--rule", help="How --budget ranks rows: doubt | disagree.")] = "doubt",
 ) -> None:
     """Export id, text, given and suggested label, scores and a reason per row, for review.
 
-    Read the reviewed file back with noiseal_ray.export.read_review (any of the three formats).
+    Feed the reviewed file to the next run with `noiseal-ray run --reviewed FILE` (any of the three
+    formats; only the rows a reviewer answered count), or read it with noiseal_ray.export.read_review.
 
-    Example: noiseal-ray export runs/demo --subset changed --format argilla --out review.jsonl
+    Examples:
+      noiseal-ray export runs/demo --subset changed --format argilla --out review.jsonl
+      noiseal-ray export runs/demo --budget 200 --format csv --out review.csv
     """
     from noiseal_ray.errors import ConfigError
     from noiseal_ray.export import FORMATS, SUBSETS, export_review
@@ -27,5 +32,6 @@ def export(
         raise ConfigError(f"unknown --subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    n = export_review(run_dir=run_dir, out=out, subset=subset, fmt=fmt)
-    typer.echo(f"wrote {n:,} {subset} record(s) to {out} ({fmt})")
+    n = export_review(run_dir=run_dir, out=out, subset=subset, fmt=fmt, budget=budget, rule=rule)
+    what = f"{subset}" if budget is None else f"most-worth-reviewing (budget {budget}, rule {rule})"
+    typer.echo(f"wrote {n:,} {what} record(s) to {out} ({fmt})")

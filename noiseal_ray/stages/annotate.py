@@ -24,14 +24,14 @@ from noiseal_ray.partition import CODES
 from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage
 from noiseal_ray.score import reduce_sum
 from noiseal_ray.stages.context import RunContext
-from noiseal_ray.stages.tables import fit_actors, read_dir, write_dir
+from noiseal_ray.stages.tables import fit_actors, read_dir, table_columns, write_dir
 from noiseal_ray.split import RuleThresholds
 from noiseal_ray.split.table import CLASS_MEAN
 from noiseal_ray.stages.thresholds import SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
 COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached",
-                 "truncated"]
+                 "truncated", "given", "trusted"]
 
 
 class PartitionAnnotate:
@@ -120,7 +120,9 @@ def serving_note(serving: dict) -> str:
 
 def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
     """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table."""
-    sums = reduce_sum(read_dir(path=table_dir, columns=COUNT_COLUMNS), batch_stats, round_no=round_no, hard_policy=hard_policy)
+    present = set(table_columns(table_dir))  # a table from before reviewed rows existed has no given/trusted
+    cols = [c for c in COUNT_COLUMNS if c in present]
+    sums = reduce_sum(read_dir(path=table_dir, columns=cols), batch_stats, round_no=round_no, hard_policy=hard_policy)
     return {k: int(sums[k]) for k in STAT_KEYS}
 
 

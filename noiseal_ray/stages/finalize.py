@@ -25,7 +25,7 @@ LABELS_SCHEMA = pa.schema([
     ("partition", pa.string()), ("llm_label", pa.string()), ("llm_logprob", pa.float64()),
     ("llm_error", pa.string()), ("llm_round", pa.int64()), ("p_strong", pa.float64()),
     ("p_weak", pa.float64()), ("pred_label", pa.string()), ("pred_prob", pa.float64()),
-    ("changed", pa.bool_()), ("truncated", pa.bool_())])
+    ("changed", pa.bool_()), ("truncated", pa.bool_()), ("reviewed", pa.bool_())])
 PART_NAMES = np.array(["R", "P", "H"], dtype=object)
 
 
@@ -36,10 +36,12 @@ def _labels_schema(has_clean: bool) -> pa.Schema:
 def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: bool) -> pa.Table:
     """A round-table batch as labels.parquet rows: label indices become names, final labels chosen."""
     names = np.array(label_names, dtype=object)
-    given = b["label"].astype(np.int64)
+    # "label" is what the run trained on (a reviewed row's reviewed label); "given" the input's.
+    given = b["given"].astype(np.int64) if "given" in b else b["label"].astype(np.int64)
+    trusted = b["trusted"].astype(bool) if "trusted" in b else np.zeros(len(given), bool)
     llm = b["llm_label"].astype(np.int64)
-    final = final_labels(part=b["part"].astype(np.int64), given=given, llm=llm,
-                         pred=b["pred"].astype(np.int64), hard_policy=hard_policy)
+    final = final_labels(part=b["part"].astype(np.int64), given=b["label"].astype(np.int64), llm=llm,
+                         pred=b["pred"].astype(np.int64), hard_policy=hard_policy, trusted=trusted)
     cols = {
         "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
         "partition": PART_NAMES[b["part"].astype(np.int64)],
@@ -50,7 +52,7 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
         "llm_round": [int(r) if r >= 0 else None for r in b["llm_round"]],
         "p_strong": b["p_strong"].astype(np.float64), "p_weak": b["p_weak"].astype(np.float64),
         "pred_label": names[b["pred"].astype(np.int64)], "pred_prob": b["pred_prob"].astype(np.float64),
-        "changed": final != given, "truncated": b["truncated"].astype(bool),
+        "changed": final != given, "truncated": b["truncated"].astype(bool), "reviewed": trusted,
     }
     if has_clean:
         cols["clean_label"] = [names[v] if v >= 0 else None for v in b["clean_label"].astype(np.int64)]
@@ -107,8 +109,10 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
         final["test_accuracy_last"] = accs[-1]
         final["test_accuracy_best"] = max(accs)
     total_llm = sum(e.get("annotator", {}).get("queries", 0) for e in rounds)
+    reviewed = ({"file": config.reviewed, "rows": d.get("reviewed", 0),
+                 "changed_by_reviewer": d.get("reviewed_changed", 0)} if config.reviewed else None)
     return {"version": 1, "data": config.data, "rows": d["n_rows"], "label_names": d["label_names"],
-            "class_counts": d.get("class_counts"), "annotator": config.annotator,
+            "class_counts": d.get("class_counts"), "annotator": config.annotator, "reviewed": reviewed,
             "annotator_queries": total_llm if config.annotator == "llm" else 0,
             "workers": config.workers, "rounds": rounds, "final": final,
             "stage_seconds": d["metrics"]["stage_seconds"], "wall_seconds_this_invocation": wall}

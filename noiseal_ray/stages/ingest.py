@@ -16,6 +16,21 @@ from noiseal_ray.stages.context import RunContext
 BASE_FILES = 8  # files of the base table, so that Ray Data can read it in parallel
 
 
+def _trust(corpus, *, config: RunConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """The labels the run trains on (n,) (reviewed where ``config.reviewed`` has them, else the
+    given ones), the trusted mask (n,) bool, and how many reviewed labels differ from the given."""
+    labels = corpus.labels.astype(np.int64).copy()
+    trusted = np.zeros(len(labels), bool)
+    if config.reviewed:
+        from noiseal_ray.review import read_reviewed
+
+        rows, reviewed = read_reviewed(path=config.reviewed, label_names=corpus.label_names,
+                                       corpus_ids=corpus.ids.to_pylist())
+        trusted[rows] = True
+        labels[rows] = reviewed
+    return labels, trusted, int((labels != corpus.labels).sum())
+
+
 def _annotation_columns(n: int) -> dict[str, pa.Array]:
     """The columns partition + annotate fill in, as nobody has filled them yet (n rows)."""
     return {"part": pa.array(np.zeros(n, np.int8)), "llm_label": pa.array(np.full(n, -1, np.int64)),
@@ -26,14 +41,20 @@ def _annotation_columns(n: int) -> dict[str, pa.Array]:
 def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     """Read and validate ``config.data``, write the base table to ``table_dir``; return its facts.
 
-    Table columns: id, text, label, clean_label (-1 unknown) and the annotation columns (part 0,
-    llm_label -1, llm_logprob NaN, llm_error "", llm_round -1, llm_cached False). Facts:
-    label_names, n_rows, has_clean, class_counts (C,).
+    Table columns: id, text, label (the label the run trains on: the reviewed one for a trusted
+    row), clean_label (-1 unknown), given (the given label), trusted (bool: reviewed) and the
+    annotation columns (part 0, llm_label -1, llm_logprob NaN, llm_error "", llm_round -1,
+    llm_cached False). Facts: label_names, n_rows, has_clean, class_counts (C,) of the given
+    labels, reviewed (trusted rows) and reviewed_changed (of which the reviewer changed the label).
     """
     corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col,
                          id_col=config.id_col, clean_label_col=config.clean_label_col)
+    labels, trusted, reviewed_changed = _trust(corpus, config=config)
     t = corpus.to_table()
     n = t.num_rows
+    t = t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels))
+    t = t.append_column("given", pa.array(corpus.labels.astype(np.int64)))
+    t = t.append_column("trusted", pa.array(trusted))
     for name, column in _annotation_columns(n).items():
         t = t.append_column(name, column)
     tmp = fresh_tmp_dir(final=table_dir)
@@ -43,7 +64,7 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     replace_dir(tmp, table_dir)
     classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
     return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
-            "class_counts": classes.tolist()}
+            "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), "reviewed_changed": reviewed_changed}
 
 
 def ingest_stage(*, run: RunContext) -> None:

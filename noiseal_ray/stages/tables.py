@@ -33,6 +33,13 @@ def read_dir(*, path: Path, columns: list[str] | None = None, min_blocks: int | 
     return ds
 
 
+def table_columns(path: Path) -> list[str]:
+    """Column names of a table folder (its parquet schema; no Ray)."""
+    import pyarrow.dataset as pads
+
+    return list(pads.dataset(str(path), format="parquet").schema.names)
+
+
 def write_dir(*, ds, final: Path) -> None:
     """Write dataset ``ds`` to the folder ``final`` atomically, rows in dataset order.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noiseal_ray.partition import ThresholdState, means_from_sums
+from noiseal_ray.partition import CODES, ThresholdState, means_from_sums
 from noiseal_ray.rundir import THRESHOLDS, round_stage
 from noiseal_ray.score import reduce_sum
 from noiseal_ray.split import RuleInputs, RuleThresholds, hist_sums, rule_thresholds
@@ -92,9 +92,13 @@ def thresholds(*, scored_dir: Path, state: SplitState, num_classes: int) -> Spli
 
 def assign_parts(*, batch: dict, split: RuleThresholds) -> dict:
     """Set ``batch["part"]`` (R/P/H codes, (n,)) from p_strong, p_weak, label (and pred, the
-    strong argmax, which some rules read) under ``split``; return the batch."""
-    batch["part"] = split.split(p_strong=batch["p_strong"], p_weak=batch["p_weak"],
-                                labels=batch["label"].astype(np.int64), pred=batch.get("pred"))
+    strong argmax, which some rules read) under ``split``; a trusted (reviewed) row is always R.
+    Return the batch."""
+    part = split.split(p_strong=batch["p_strong"], p_weak=batch["p_weak"], labels=batch["label"].astype(np.int64),
+                       pred=batch.get("pred"))
+    if "trusted" in batch:
+        part = np.where(batch["trusted"].astype(bool), CODES["R"], part).astype(np.int8)
+    batch["part"] = part
     return batch
 
 

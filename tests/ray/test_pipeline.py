@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -277,3 +278,39 @@ def test_written_tables_keep_dataset_order_and_count(ray_cluster, tmp_path):
         got = pds.dataset(str(out), format="parquet").to_table(columns=["id"])["id"].to_pylist()
         assert got == want, f"trial {trial}: rows reordered"
         assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left behind
+
+
+@pytest.mark.slow  # two runs (about 2 minutes on 2 cores); the unit tests keep the logic in the fast tier
+def test_reviewed_rows_are_trusted_never_changed_and_a_rerun_repeats_it(tiny_run, tiny_encoder, tmp_path):
+    """--reviewed: a reviewed label is the row's final label whatever the models say (even a label
+    that is neither the given nor the true one), the row is always R and marked reviewed; every
+    other row keeps its given label as given; metrics and labels count them; the same file again
+    gives the same labels."""
+    out, _ = tiny_run
+    first = read_labels(out)
+    names = sorted(set(first["given_label"]))
+    wrong = first[first["final_label"] != first["clean_label"]].head(15)  # the run got these wrong
+    rest = first.drop(wrong.index).head(25)
+    # Reviewers are trusted even against the evidence: give 10 rows a label nobody suggested.
+    odd = {i: next(n for n in names if n not in (g, c, f)) for i, g, c, f in
+           zip(rest["id"][:10], rest["given_label"][:10], rest["clean_label"][:10], rest["final_label"][:10])}
+    reviewed = {**dict(zip(wrong["id"], wrong["clean_label"])), **dict(zip(rest["id"], rest["clean_label"])), **odd}
+    review = tmp_path / "reviewed.csv"
+    review.write_text("id,label\n" + "".join(f"{i},{lab}\n" for i, lab in reviewed.items()))
+    cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"),
+                                               reviewed=str(review)))
+    runs = []
+    for name in ("a", "b"):
+        metrics = run_pipeline(config=cfg, out=str(tmp_path / name), progress=Progress(enabled=False))
+        runs.append(read_labels(tmp_path / name).set_index("id").sort_index())
+    a, b = runs
+    assert len(a) == N_ROWS and a.index.is_unique
+    rev = a.loc[list(reviewed)]
+    assert (rev["final_label"] == pd.Series(reviewed)).all()
+    assert (rev["partition"] == "R").all() and rev["reviewed"].all()
+    assert int(a["reviewed"].sum()) == len(reviewed)
+    assert (a["given_label"] == first.set_index("id").sort_index()["given_label"]).all()
+    assert metrics["reviewed"]["rows"] == len(reviewed)
+    assert metrics["reviewed"]["changed_by_reviewer"] == int((rev["given_label"] != rev["final_label"]).sum())
+    assert metrics["final"]["reviewed"]["rows"] == len(reviewed)
+    pd.testing.assert_frame_equal(a, b)

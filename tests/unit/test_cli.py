@@ -86,6 +86,33 @@ def test_bad_input_exit_code_and_one_line(tmp_path):
     assert not (tmp_path / "o" / "labels.parquet").exists()
 
 
+def test_reviewed_file_is_checked_before_any_work(tmp_path):
+    """--reviewed on the shipped sample: the plan counts the trusted rows; an id the corpus lacks is
+    exit 2 with the file and line, from the real command line, and no run is left behind."""
+    import subprocess
+    import sys
+
+    from noiseal_ray.pipeline import sample_data_path
+
+    import pandas as pd
+
+    sample = pd.read_csv(sample_data_path(), dtype=str)
+    good = tmp_path / "good.csv"
+    good.write_text("id,label\n" + "".join(f"{i},{lab}\n" for i, lab in zip(sample["id"][:3], sample["label"][:3])))
+    res = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--reviewed", str(good))
+    assert res.exit_code == 0, res.output
+    changed = int((sample["label"][:3] != sample["noisy_label"][:3]).sum())
+    assert f"reviewed:    {good}: 3 trusted row(s), {changed} of them relabeled by the reviewer" in res.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id,label\n{sample['id'][0]},{sample['label'][0]}\nno-such-id,{sample['label'][0]}\n")
+    res = subprocess.run([sys.executable, "-m", "cli", "run", "--out", str(tmp_path / "o"), "--reviewed", str(bad)],
+                         capture_output=True, text=True, cwd=cli.__file__.rsplit("/", 1)[0])
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"reviewed file {bad}: 1 id(s) not in the corpus: line 3 ('no-such-id')" in res.stderr
+    assert not (tmp_path / "o" / "labels.parquet").exists() and not (tmp_path / "o" / "config.yaml").exists()
+
+
 def test_unknown_config_option_is_refused(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("workers: 2\nwokers: 3\n")

@@ -1,0 +1,149 @@
+"""A review budget: the N rows of a finished run whose review is worth the most.
+
+A reviewed label replaces the run's final label, so a review is worth most where the final label
+is most likely wrong. ``review_priority`` scores each row from what the run knows (pure numpy);
+``select_for_review`` streams a run's ``labels.parquet`` and keeps the best N, spread over the
+classes of the suggested label, each with the reason it was picked.
+
+Rules (``RULES``; ``benchmarks/review_loop.py`` and ``benchmarks/results/review_loop.md`` compare
+them with random picks):
+
+* ``doubt``: 1 - the strong model's probability of the final label (for an annotator's label that
+  is neither the given one nor the model's argmax, an upper bound of that probability is used).
+* ``disagree``: the number of distinct opinions among the given label, the strong model's argmax
+  and the annotator's answer, plus one where the weak model rejects the given label; ties by doubt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+RULES = ("doubt", "disagree")
+DEFAULT_RULE = "doubt"
+
+
+def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_given: np.ndarray,
+               pred_prob: np.ndarray) -> np.ndarray:
+    """The strong model's probability of each row's final label, (n,) float64.
+
+    Labels (n,) int; ``p_given`` (n,) its probability of the given label, ``pred_prob`` (n,) of its
+    argmax ``pred``. For a final label that is neither (an annotator's), the bound
+    min(pred_prob, 1 - pred_prob - p_given) (the argmax is the most probable label, and the three
+    probabilities sum to at most 1). NaN scores count as 0.5.
+    """
+    pg = np.nan_to_num(np.asarray(p_given, np.float64), nan=0.5)
+    pp = np.nan_to_num(np.asarray(pred_prob, np.float64), nan=0.5)
+    other = np.clip(np.minimum(pp, 1.0 - pp - np.where(given != pred, pg, 0.0)), 0.0, 1.0)
+    return np.where(final == given, pg, np.where(final == pred, pp, other))
+
+
+def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np.ndarray, llm: np.ndarray,
+                    p_given: np.ndarray, pred_prob: np.ndarray, weak_rejects: np.ndarray) -> np.ndarray:
+    """How much a review of each row is worth under ``rule`` (``RULES``): (n,) float64, higher first.
+
+    Labels (n,) int64 (``llm`` -1 where the annotator gave none); ``weak_rejects`` (n,) bool: the
+    weak model's probability of the given label is under its threshold.
+    """
+    doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
+    if rule == "doubt":
+        return doubt
+    if rule == "disagree":
+        opinions = 1 + (pred != given) + ((llm >= 0) & (llm != given) & (llm != pred))
+        return opinions + np.asarray(weak_rejects, dtype=np.float64) + doubt / 2
+    raise ValueError(f"unknown review rule {rule!r}; one of {', '.join(RULES)}")
+
+
+def spread_pick(*, priority: np.ndarray, classes: np.ndarray, budget: int, num_classes: int) -> np.ndarray:
+    """Indices of ``budget`` rows, highest ``priority`` (n,) first, at most ceil(budget / C) per class
+    of ``classes`` (n,) while other classes still have rows; the rest of the budget goes to the
+    highest priorities left. Returned in priority order."""
+    order = np.argsort(-priority, kind="stable")
+    cap = -(-budget // max(num_classes, 1))
+    rank = np.zeros(len(order), np.int64)
+    seen = np.zeros(max(num_classes, int(classes.max(initial=-1)) + 1), np.int64)
+    for j, i in enumerate(order):  # rank of each row within its class, in priority order
+        rank[j] = seen[classes[i]]
+        seen[classes[i]] += 1
+    first = order[rank < cap]
+    rest = order[rank >= cap]
+    chosen = np.concatenate([first, rest])[:budget] if len(first) < budget else first
+    return chosen[np.argsort(-priority[chosen], kind="stable")][:budget]
+
+
+def why(r: dict, *, doubt: float, annotator: str) -> str:
+    """One sentence: why this row is worth a review."""
+    bits = [f"the strong model gives the suggested label '{r['final_label']}' p={1 - doubt:.2f}"]
+    if r["pred_label"] != r["given_label"]:
+        bits.append(f"it predicts '{r['pred_label']}' against the given '{r['given_label']}'")
+    if r.get("llm_label") not in (None, r["pred_label"]):
+        bits.append(f"the {annotator} annotator said '{r['llm_label']}'")
+    if r.get("weak_rejects"):
+        bits.append("the weak model rejects the given label")
+    return "; ".join(bits) + f" ({r['partition']})."
+
+
+def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: bool = True):
+    """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
+    ``review_priority`` and ``review_why``, highest priority first; ``spread``: at most
+    ceil(budget / C) per class of the suggested label while other classes have rows (``spread_pick``).
+
+    Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
+    ``labels.parquet``; memory holds at most ``budget`` candidates per class.
+    """
+    import pyarrow as pa
+
+    from noiseal_ray.errors import ConfigError
+    from noiseal_ray.report import iter_batches, open_run, read_config, read_json
+
+    if budget < 1:
+        raise ConfigError(f"--budget must be at least 1, got {budget}")
+    if rule not in RULES:
+        raise ConfigError(f"unknown review rule {rule!r}; choose one of {', '.join(RULES)}")
+    run = open_run(run_dir)
+    config, metrics = read_config(run), read_json(run / "metrics.json")
+    names = [str(n) for n in metrics.get("label_names") or []]
+    index = {n: i for i, n in enumerate(names)}
+    tau_w = np.asarray(((metrics.get("final") or {}).get("thresholds") or {}).get("weak") or [0.0], np.float64)
+    cols = ["id", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "p_weak",
+            "partition", "reviewed"]
+    keep: list[dict] = []
+    for b in iter_batches(run / "labels.parquet", cols):
+        d = b.to_pydict()
+        ids = lambda c: np.array([index.get(v, -1) if v is not None else -1 for v in d[c]], np.int64)  # noqa: E731
+        given, final, pred, llm = ids("given_label"), ids("final_label"), ids("pred_label"), ids("llm_label")
+        tw = tau_w[given] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
+        p_weak = np.nan_to_num(np.asarray(d["p_weak"], np.float64), nan=1.0)
+        rejects = p_weak < tw
+        prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm,
+                               p_given=np.asarray(d["p_strong"], np.float64),
+                               pred_prob=np.asarray(d["pred_prob"], np.float64), weak_rejects=rejects)
+        doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=np.asarray(d["p_strong"], np.float64),
+                                 pred_prob=np.asarray(d["pred_prob"], np.float64))
+        ok = ~np.asarray(d.get("reviewed") or [False] * len(given), dtype=bool)
+        for i in np.flatnonzero(ok)[_top_per_class(prio[ok], final[ok], budget)]:
+            keep.append({**{c: d[c][i] for c in d}, "priority": float(prio[i]), "doubt": float(doubt[i]),
+                         "cls": int(final[i]), "weak_rejects": bool(rejects[i])})
+        keep = [keep[i] for i in _top_per_class(np.array([k["priority"] for k in keep]),
+                                                np.array([k["cls"] for k in keep], np.int64), budget)]
+    if not keep:
+        return pa.table({"id": pa.array([], pa.string()), "review_priority": pa.array([], pa.float64()),
+                         "review_why": pa.array([], pa.string())})
+    pick = spread_pick(priority=np.array([k["priority"] for k in keep]), classes=np.array([k["cls"] for k in keep]),
+                       budget=budget, num_classes=len(names) if spread else 1)
+    annotator = str(config.get("annotator") or "none")
+    chosen = [keep[i] for i in pick]
+    return pa.table({"id": pa.array([str(k["id"]) for k in chosen], pa.string()),
+                     "review_priority": pa.array([k["priority"] for k in chosen], pa.float64()),
+                     "review_why": pa.array([why(k, doubt=k["doubt"], annotator=annotator) for k in chosen],
+                                            pa.string())})
+
+
+def _top_per_class(priority: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest priorities of each class (any order)."""
+    out = []
+    for c in np.unique(classes):
+        rows = np.flatnonzero(classes == c)
+        out.append(rows[np.argsort(-priority[rows], kind="stable")[:k]])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)

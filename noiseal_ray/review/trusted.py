@@ -1,0 +1,57 @@
+"""Reviewed labels (``noiseal-ray run --reviewed FILE``): read, checked against the corpus.
+
+A reviewed row is trusted: its label is the one the run trains on and writes, it is always in R
+(clean), and it is always in the demonstration pool, first among a query's demonstrations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from noiseal_ray.errors import InputError
+
+SHOWN = 5  # offending values named in an error message
+
+
+def _listing(values: Sequence[str]) -> str:
+    head = ", ".join(repr(v) for v in values[:SHOWN])
+    return head + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
+
+
+def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``path`` a reviewer answered, as positions into the corpus and label ids.
+
+    ``path``: any file ``noiseal-ray export`` writes (only records with a reviewer's answer count)
+    or a plain ``id,label`` table (csv, jsonl, parquet). Returns ``(rows, labels)``, both (m,)
+    int64, rows ascending and unique. InputError (exit 2), naming the file and its lines, for an
+    id that is not in the corpus, a label outside ``label_names``, or one id given two labels.
+    """
+    from noiseal_ray.export import read_review
+
+    p = Path(path)
+    df = read_review(p, with_lines=True, reviewed_only=True)
+    index = {str(n): i for i, n in enumerate(label_names)}
+    bad_label = df[~df["label"].isin(list(index))]
+    if len(bad_label):
+        where = ", ".join(f"line {ln} ({lab!r})" for ln, lab in zip(bad_label["line"][:SHOWN], bad_label["label"][:SHOWN]))
+        raise InputError(f"reviewed file {p}: {len(bad_label)} label(s) not in the corpus' label set "
+                         f"({', '.join(map(str, label_names))}): {where}")
+    position = {str(i): k for k, i in enumerate(corpus_ids)}
+    unknown = df[~df["id"].isin(list(position))]
+    if len(unknown):
+        where = ", ".join(f"line {ln} ({i!r})" for ln, i in zip(unknown["line"][:SHOWN], unknown["id"][:SHOWN]))
+        raise InputError(f"reviewed file {p}: {len(unknown)} id(s) not in the corpus: {where}"
+                         + (" and more" if len(unknown) > SHOWN else ""))
+    labels_per_id = df.groupby("id")["label"].nunique()
+    clash = labels_per_id[labels_per_id > 1].index.tolist()
+    if clash:
+        raise InputError(f"reviewed file {p}: id(s) given different labels: {_listing(clash)}")
+    df = df.drop_duplicates("id")
+    rows = np.array([position[i] for i in df["id"]], dtype=np.int64)
+    labels = np.array([index[v] for v in df["label"]], dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], labels[order]

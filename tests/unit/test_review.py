@@ -1,0 +1,187 @@
+"""People in the loop without Ray: reading reviewed labels (every export format and a plain
+id,label table; the errors a user sees), the review budget's ranking and class spread, trusted rows
+in the split, the final labels and the demonstrations, and the report's reviewed section."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from noiseal_ray.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import make_run  # noqa: E402  (the synthetic run directory builder)
+
+NAMES = ["a", "b", "c"]
+IDS = [f"r{i}" for i in range(10)]
+
+
+def read(path, **kw):
+    from noiseal_ray.review import read_reviewed
+
+    return read_reviewed(path=path, label_names=NAMES, corpus_ids=IDS, **kw)
+
+
+def test_plain_id_label_tables_in_three_formats(tmp_path):
+    (tmp_path / "r.csv").write_text("id,label\nr3,b\nr1,c\nr3,b\n")  # a repeated row with the same label is fine
+    (tmp_path / "r.jsonl").write_text('{"id": "r3", "label": "b"}\n\n{"id": "r1", "label": "c"}\n')
+    pq.write_table(pa.table({"id": ["r3", "r1"], "label": ["b", "c"]}), tmp_path / "r.parquet")
+    for name in ("r.csv", "r.jsonl", "r.parquet"):
+        rows, labels = read(tmp_path / name)
+        assert rows.tolist() == [1, 3] and labels.tolist() == [2, 1], name
+
+
+def test_only_answered_records_of_an_export_are_trusted(tmp_path):
+    """An exported file holds every suggestion; only what a reviewer filled in is a reviewed label."""
+    (tmp_path / "e.csv").write_text("id,suggested_label,review_label\nr0,a,\nr2,a,c\nr5,b,\n")
+    assert [x.tolist() for x in read(tmp_path / "e.csv")] == [[2], [2]]
+    (tmp_path / "e.jsonl").write_text(json.dumps({"id": "r0", "suggested_label": "a", "review_label": ""}) + "\n"
+                                      + json.dumps({"id": "r4", "suggested_label": "a", "review_label": "b"}) + "\n")
+    assert [x.tolist() for x in read(tmp_path / "e.jsonl")] == [[4], [1]]
+    arg = [{"id": "r6", "fields": {"text": "t"}, "suggestions": {"label": {"value": "a"}}, "responses": {}},
+           {"id": "r7", "fields": {"text": "t"}, "suggestions": {"label": {"value": "a"}},
+            "responses": {"label": [{"value": "c"}, {"value": "c"}, {"value": "b"}]}}]
+    (tmp_path / "e.argilla.jsonl").write_text("".join(json.dumps(d) + "\n" for d in arg))
+    assert [x.tolist() for x in read(tmp_path / "e.argilla.jsonl")] == [[7], [2]]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("id,label\nr1,a\nnope,b\nr2,zzz\n", "label(s) not in the corpus' label set (a, b, c): line 4 ('zzz')"),
+    ("id,label\nr1,a\nnope,b\n", "1 id(s) not in the corpus: line 3 ('nope')"),
+    ("id,label\nr1,a\nr1,b\n", "id(s) given different labels: 'r1'"),
+    ("text,label\nx,a\n", "missing column(s) id"),
+])
+def test_bad_reviewed_files_name_the_file_and_line(tmp_path, body, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(InputError) as exc:
+        read(path)
+    assert str(path) in str(exc.value) and message in str(exc.value), str(exc.value)
+    assert exc.value.exit_code == 2
+
+
+def test_a_missing_reviewed_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read(tmp_path / "missing.csv")
+
+
+def test_trusted_rows_are_always_clean_and_keep_their_label():
+    from noiseal_ray.finalize import final_labels
+    from noiseal_ray.split import RuleThresholds
+    from noiseal_ray.stages.thresholds import assign_parts
+
+    split = RuleThresholds.class_mean(tau_strong=np.full(3, 0.5), tau_weak=np.full(3, 0.5))
+    batch = {"p_strong": np.array([0.1, 0.1, 0.9]), "p_weak": np.array([0.1, 0.1, 0.9]),
+             "label": np.array([0, 1, 2]), "pred": np.array([1, 2, 2]), "trusted": np.array([True, False, False])}
+    part = assign_parts(batch=batch, split=split)["part"]
+    assert part.tolist() == [0, 1, 0]  # the trusted row is R although both models reject its label
+    final = final_labels(part=np.array([1, 1, 2]), given=np.array([0, 1, 2]), llm=np.array([2, 0, -1]),
+                         pred=np.array([1, 2, 0]), hard_policy="strong", trusted=np.array([True, False, True]))
+    assert final.tolist() == [0, 0, 2]
+
+
+def test_trusted_demonstrations_come_first():
+    from noiseal_ray.annotate.demos import DemoPool
+
+    emb = np.eye(4, dtype=np.float32)
+    q = np.array([[0.9, 0.3, 0.2, 0.1]], dtype=np.float32)
+    plain = DemoPool(texts=np.array(list("wxyz"), object), labels=np.arange(4), embeddings=emb)
+    assert plain.nearest(q, k=3)[0].tolist() == [[0, 1, 2]]
+    trusted = DemoPool(texts=np.array(list("wxyz"), object), labels=np.arange(4), embeddings=emb,
+                       trusted=np.array([False, False, True, False]))
+    idx, sims = trusted.nearest(q, k=3)
+    assert idx.tolist() == [[2, 0, 1]] and sims[0, 0] == pytest.approx(0.2)
+
+
+def test_final_prob_and_priorities():
+    from noiseal_ray.review import review_priority
+    from noiseal_ray.review.budget import final_prob
+
+    given, final = np.array([0, 0, 0, 0]), np.array([0, 1, 2, 0])
+    pred, llm = np.array([0, 1, 1, 1]), np.array([-1, 1, 2, -1])
+    p_given, pred_prob = np.array([0.9, 0.3, 0.2, 0.4]), np.array([0.9, 0.6, 0.5, 0.5])
+    q = final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
+    # kept given: p_given; the model's argmax: pred_prob; an annotator's third label: at most 1 - 0.5 - 0.2
+    np.testing.assert_allclose(q, [0.9, 0.6, 0.3, 0.4])
+    doubt = review_priority(rule="doubt", given=given, final=final, pred=pred, llm=llm, p_given=p_given,
+                            pred_prob=pred_prob, weak_rejects=np.array([False, True, False, False]))
+    np.testing.assert_allclose(doubt, 1 - q)
+    dis = review_priority(rule="disagree", given=given, final=final, pred=pred, llm=llm, p_given=p_given,
+                          pred_prob=pred_prob, weak_rejects=np.array([False, True, False, False]))
+    assert np.argmax(dis) == 2 and np.argmin(dis) == 0  # three opinions first, full agreement last
+    with pytest.raises(ValueError, match="unknown review rule"):
+        review_priority(rule="?", given=given, final=final, pred=pred, llm=llm, p_given=p_given, pred_prob=pred_prob,
+                        weak_rejects=np.zeros(4, bool))
+
+
+def test_spread_pick_caps_each_class_then_fills():
+    from noiseal_ray.review.budget import spread_pick
+
+    prio = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    classes = np.array([0, 0, 0, 0, 1, 2])
+    assert spread_pick(priority=prio, classes=classes, budget=3, num_classes=3).tolist() == [0, 4, 5]
+    # Classes 1 and 2 run out: the rest of the budget goes to the best rows left, in priority order.
+    assert spread_pick(priority=prio, classes=classes, budget=5, num_classes=3).tolist() == [0, 1, 2, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A synthetic finished run whose first 20 rows came reviewed."""
+    out = make_run(tmp_path_factory.mktemp("run") / "out", n=300, xss=False)
+    path = next((out / "labels.parquet").glob("*.parquet"))
+    t = pq.read_table(path)
+    reviewed = np.zeros(t.num_rows, bool)
+    reviewed[:20] = True
+    final = t.column("final_label").to_pylist()
+    final[:5] = [t.column("clean_label")[i].as_py() for i in range(5)]
+    t = t.set_column(t.schema.get_field_index("final_label"), "final_label", pa.array(final))
+    pq.write_table(t.append_column("reviewed", pa.array(reviewed)), path)
+    return out
+
+
+def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_reviewed(run):
+    from noiseal_ray.review import select_for_review
+    from noiseal_ray.review.budget import final_prob
+
+    labels = pq.read_table(run / "labels.parquet").to_pandas()
+    picked = select_for_review(run_dir=run, budget=30).to_pandas()
+    assert len(picked) == 30 and picked["id"].is_unique
+    assert not set(picked["id"]) & set(labels["id"][:20])  # never a reviewed row
+    assert picked["review_priority"].is_monotonic_decreasing
+    assert all(w.startswith("the strong model gives the suggested label") for w in picked["review_why"])
+    chosen = labels.set_index("id").loc[picked["id"]]
+    assert chosen["final_label"].value_counts().max() <= 5  # ceil(30 / 6 classes)
+    names = sorted(set(labels["given_label"]))
+    ix = {n: i for i, n in enumerate(names)}
+    code = lambda c: labels[c].map(ix).to_numpy()  # noqa: E731
+    doubt = 1 - final_prob(given=code("given_label"), final=code("final_label"), pred=code("pred_label"),
+                           p_given=labels["p_strong"].to_numpy(), pred_prob=labels["pred_prob"].to_numpy())
+    # The picks are far more doubtful than the corpus as a whole.
+    assert chosen.shape[0] and picked["review_priority"].mean() > np.median(doubt) + 0.2
+
+
+def test_export_budget_writes_the_picks_in_order_with_why(run, tmp_path):
+    from noiseal_ray.export import export_review, read_review
+    from noiseal_ray.review import select_for_review
+
+    out = tmp_path / "budget.csv"
+    assert export_review(run_dir=run, out=out, fmt="csv", budget=12) == 12
+    import pandas as pd
+
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(df["id"]) == select_for_review(run_dir=run, budget=12).column("id").to_pylist()
+    assert {"review_priority", "review_why", "reason"} <= set(df.columns)
+    assert read_review(out, reviewed_only=True).empty  # nothing answered yet
+
+
+def test_report_shows_the_reviewed_rows(run):
+    from noiseal_ray.report import build_report
+
+    doc = build_report(run_dir=run)
+    assert "Reviewed rows (trusted)" in doc and "20 rows came reviewed" in doc
