@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LABEL_COLUMNS = ["id", "text", "given_label", "final_label", "partition", "llm_label", "llm_logprob", "p_strong",
-                 "p_weak", "pred_label", "pred_prob", "changed", "clean_label"]
+                 "p_weak", "pred_label", "pred_prob", "changed", "clean_label", "reviewed"]
 PER_CLASS_KEYS = ("n", "R", "P", "H", "changed", "known", "noisy", "final_right")
 # Partial top-k frames kept before they are merged: bounds memory without a merge per batch.
 MERGE_EVERY = 8
@@ -90,6 +90,12 @@ class LabelStats:
     doubtful: pd.DataFrame | None = None
     n_changed: int = 0
     n_hard: int = 0
+    # Reviewed (trusted) rows: how many, how many the reviewer relabeled, on how many of those the
+    # final strong model predicts the reviewed label, and the first TOP_ROWS relabeled ones.
+    n_reviewed: int = 0
+    n_reviewed_changed: int = 0
+    n_reviewed_changed_learnt: int = 0
+    reviewed_changed: pd.DataFrame | None = None
 
 
 def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats:
@@ -109,6 +115,8 @@ def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats
         g, changed = _count_batch(st, df, index)
         if changed.any():
             corr.append(_top_corrections(df[changed].copy()))
+        if "reviewed" in df and df["reviewed"].any():
+            _count_reviewed(st, df[df["reviewed"].astype(bool)])
         hard = df["partition"].astype(str).to_numpy() == "H"
         st.n_hard += int(hard.sum())
         if hard.any():
@@ -120,6 +128,20 @@ def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats
     st.corrections = pd.concat(corr).nlargest(TOP_ROWS, "confidence") if corr else None
     st.doubtful = pd.concat(doubt).nsmallest(TOP_ROWS, "distance") if doubt else None
     return st
+
+
+def _count_reviewed(st: LabelStats, rev: pd.DataFrame) -> None:
+    """Add a batch's reviewed rows ``rev`` to ``st``: counts, and relabeled rows up to TOP_ROWS."""
+    import pandas as pd
+
+    changed = rev[rev["given_label"] != rev["final_label"]]
+    st.n_reviewed += len(rev)
+    st.n_reviewed_changed += len(changed)
+    st.n_reviewed_changed_learnt += int((changed["pred_label"] == changed["final_label"]).sum())
+    have = 0 if st.reviewed_changed is None else len(st.reviewed_changed)
+    if have < TOP_ROWS and len(changed):
+        st.reviewed_changed = pd.concat([x for x in (st.reviewed_changed, changed.head(TOP_ROWS - have))
+                                         if x is not None])
 
 
 def _count_batch(st: LabelStats, df: pd.DataFrame, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:

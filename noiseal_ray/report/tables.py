@@ -138,3 +138,15 @@ def doubtful_table(*, data: RunData) -> tuple[list[str], list[ReviewRow]]:
     headers = ["id", "text", "given", "final", "p_strong / τ", "p_weak / τ", "distance"] + (
         ["clean label (vs given)"] if data.has_clean else [])
     return headers, rows
+
+
+def reviewed_table(*, data: RunData) -> tuple[list[str], list[ReviewRow]]:
+    """(headers, rows) of reviewed (trusted) rows whose label the reviewer changed, with what the
+    final strong model predicts for them."""
+    rows = []
+    if data.labels.reviewed_changed is not None:
+        for _, r in data.labels.reviewed_changed.iterrows():
+            rows.append(ReviewRow(
+                id=text(r["id"]), text=short_text(r["text"]), given=text(r["given_label"]),
+                final=text(r["final_label"]), source=text(r["pred_label"]), scores=(num(r["pred_prob"]),)))
+    return ["id", "text", "given", "reviewed", "strong model predicts", "its p"], rows
