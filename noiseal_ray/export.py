@@ -49,7 +49,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -209,28 +209,14 @@ def argilla_record(rec: dict) -> dict:
             "metadata": {k: rec[k] for k in meta_keys if rec.get(k) is not None}}
 
 
-def budget_records(*, run_dir: str | Path, budget: int, rule: str) -> list[dict]:
-    """The review records of the ``budget`` rows most worth a review (``noiseal_ray.review.
-    select_for_review``), most valuable first, each with ``review_priority`` and ``review_why``."""
-    from noiseal_ray.review import select_for_review
-
-    picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule).to_pydict()
-    rank = {i: k for k, i in enumerate(picked["id"])}
-    recs = [r for r in iter_records(run_dir=run_dir, subset="all") if r["id"] in rank]
-    for r in recs:
-        k = rank[r["id"]]
-        r["review_priority"], r["review_why"] = picked["review_priority"][k], picked["review_why"][k]
-    return sorted(recs, key=lambda r: rank[r["id"]])
-
-
 def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fmt: str = "jsonl",
-                  budget: int | None = None, rule: str = "doubt") -> int:
-    """Write the ``subset`` of the run's labels (or, with ``budget``, the rows most worth a review by
-    ``rule``: ``budget_records``) to ``out`` in ``fmt``; return the number of records."""
+                  records: Iterable[dict] | None = None) -> int:
+    """Write the ``subset`` of the run's labels to ``out`` in ``fmt``; return the number of records.
+    ``records``: write these instead (e.g. ``noiseal_ray.review.budget.budget_records``: the rows
+    most worth a review, with ``review_priority`` and ``review_why``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    records = (iter_records(run_dir=run_dir, subset=subset) if budget is None
-               else iter(budget_records(run_dir=run_dir, budget=budget, rule=rule)))
+    records = iter_records(run_dir=run_dir, subset=subset) if records is None else iter(records)
     first = next(records, None)  # validates the run before the output file is created
     out = Path(out)
     if out.is_dir():

@@ -27,11 +27,13 @@ def export(
     """
     from noiseal_ray.errors import ConfigError
     from noiseal_ray.export import FORMATS, SUBSETS, export_review
+    from noiseal_ray.review.budget import budget_records
 
     if subset not in SUBSETS:
         raise ConfigError(f"unknown --subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    n = export_review(run_dir=run_dir, out=out, subset=subset, fmt=fmt, budget=budget, rule=rule)
+    records = None if budget is None else budget_records(run_dir=run_dir, budget=budget, rule=rule)
+    n = export_review(run_dir=run_dir, out=out, subset=subset, fmt=fmt, records=records)
     what = f"{subset}" if budget is None else f"most-worth-reviewing (budget {budget}, rule {rule})"
     typer.echo(f"wrote {n:,} {what} record(s) to {out} ({fmt})")

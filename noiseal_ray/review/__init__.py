@@ -1,7 +1,7 @@
 """People in the loop: reviewed labels a run trusts (``trusted``) and the rows worth a review
 (``budget``)."""
 
-from noiseal_ray.review.budget import RULES, review_priority, select_for_review
+from noiseal_ray.review.budget import RULES, budget_records, review_priority, select_for_review
 from noiseal_ray.review.trusted import read_reviewed
 
-__all__ = ["RULES", "read_reviewed", "review_priority", "select_for_review"]
+__all__ = ["RULES", "budget_records", "read_reviewed", "review_priority", "select_for_review"]

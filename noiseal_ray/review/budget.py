@@ -140,6 +140,20 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
                                             pa.string())})
 
 
+def budget_records(*, run_dir: str | Path, budget: int, rule: str) -> list[dict]:
+    """The review records of the ``budget`` rows most worth a review (``noiseal_ray.review.
+    select_for_review``), most valuable first, each with ``review_priority`` and ``review_why``."""
+    from noiseal_ray.export import iter_records
+
+    picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule).to_pydict()
+    rank = {i: k for k, i in enumerate(picked["id"])}
+    recs = [r for r in iter_records(run_dir=run_dir, subset="all") if r["id"] in rank]
+    for r in recs:
+        k = rank[r["id"]]
+        r["review_priority"], r["review_why"] = picked["review_priority"][k], picked["review_why"][k]
+    return sorted(recs, key=lambda r: rank[r["id"]])
+
+
 def _top_per_class(priority: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest priorities of each class (any order)."""
     out = []

@@ -169,9 +169,10 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
 def test_export_budget_writes_the_picks_in_order_with_why(run, tmp_path):
     from noiseal_ray.export import export_review, read_review
     from noiseal_ray.review import select_for_review
+    from noiseal_ray.review.budget import budget_records
 
     out = tmp_path / "budget.csv"
-    assert export_review(run_dir=run, out=out, fmt="csv", budget=12) == 12
+    assert export_review(run_dir=run, out=out, fmt="csv", records=budget_records(run_dir=run, budget=12, rule="doubt")) == 12
     import pandas as pd
 
     df = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -185,3 +186,19 @@ def test_report_shows_the_reviewed_rows(run):
 
     doc = build_report(run_dir=run)
     assert "Reviewed rows (trusted)" in doc and "20 rows came reviewed" in doc
+
+
+def test_export_budget_from_the_command_line(run, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    out = tmp_path / "picks.jsonl"
+    res = CliRunner().invoke(cli.app, ["export", str(run), "--budget", "7", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "wrote 7 most-worth-reviewing (budget 7, rule doubt) record(s)" in res.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 7 and all(r["review_why"] and r["review_priority"] is not None for r in recs)
+    res = CliRunner().invoke(cli.app, ["export", str(run), "--budget", "7", "--rule", "vibes", "--out", str(out)])
+    # cli.main maps it to exit 2 (tests/unit/test_export.py runs the console script for the codes)
+    assert res.exception.exit_code == 2 and "unknown review rule 'vibes'" in str(res.exception)
