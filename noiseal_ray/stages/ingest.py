@@ -64,13 +64,42 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     replace_dir(tmp, table_dir)
     classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
     return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
-            "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), "reviewed_changed": reviewed_changed}
+            "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), "reviewed_changed": reviewed_changed,
+            "reviewed_sha256": _file_hash(config.reviewed)}
+
+
+def _file_hash(path: str | None) -> str | None:
+    """sha256 of a local file's bytes (None for no file)."""
+    if not path:
+        return None
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_reviewed_unchanged(*, run: RunContext) -> None:
+    """OutputError when a resumed run's reviewed file is not the one it began with: its trusted
+    rows are in the base table, so a changed file would silently not count."""
+    from noiseal_ray.errors import InputError, OutputError
+
+    saved = run.manifest.data.get("reviewed_sha256")
+    if not (run.config.reviewed and saved):
+        return
+    try:
+        now = _file_hash(run.config.reviewed)
+    except OSError as exc:
+        raise InputError(f"reviewed file {run.config.reviewed}: {exc.strerror or exc}") from None
+    if now != saved:
+        raise OutputError(f"{run.out} began with another version of the reviewed file {run.config.reviewed}; "
+                          "use another --out to run with the new reviews")
 
 
 def ingest_stage(*, run: RunContext) -> None:
     """Ingest unless the manifest has it; write ``config.yaml`` either way (a resumed run may have
     changed options that do not change results)."""
     facts = None
+    check_reviewed_unchanged(run=run)
     if not run.manifest.done(INGEST):
         with run.progress.stage("ingest: read and validate the corpus") as st:
             facts = ingest(config=run.config, table_dir=run.base_table)

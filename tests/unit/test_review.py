@@ -202,3 +202,22 @@ def test_export_budget_from_the_command_line(run, tmp_path):
     res = CliRunner().invoke(cli.app, ["export", str(run), "--budget", "7", "--rule", "vibes", "--out", str(out)])
     # cli.main maps it to exit 2 (tests/unit/test_export.py runs the console script for the codes)
     assert res.exception.exit_code == 2 and "unknown review rule 'vibes'" in str(res.exception)
+
+
+def test_a_resumed_run_refuses_a_changed_reviewed_file(tmp_path):
+    from types import SimpleNamespace
+
+    from noiseal_ray.errors import OutputError
+    from noiseal_ray.stages.ingest import _file_hash, check_reviewed_unchanged
+
+    f = tmp_path / "reviewed.csv"
+    f.write_text("id,label\nr1,a\n")
+    run = SimpleNamespace(out=tmp_path / "run", config=SimpleNamespace(reviewed=str(f)),
+                          manifest=SimpleNamespace(data={"reviewed_sha256": _file_hash(str(f))}))
+    check_reviewed_unchanged(run=run)  # the same file: resumes
+    f.write_text("id,label\nr1,b\n")
+    with pytest.raises(OutputError, match="began with another version of the reviewed file"):
+        check_reviewed_unchanged(run=run)
+    f.unlink()
+    with pytest.raises(InputError, match="No such file"):
+        check_reviewed_unchanged(run=run)
