@@ -74,8 +74,11 @@ def _file_hash(path: str | None) -> str | None:
         return None
     import hashlib
 
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python 3.11+
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_reviewed_unchanged(*, run: RunContext) -> None:
