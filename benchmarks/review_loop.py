@@ -12,6 +12,8 @@ epoch + 3 rounds, max_length 32, 2 workers):
 * ``budget``: rerun with the N rows ``noiseal_ray.review.select_for_review`` picks from ``none``'s
   labels.parquet, each labelled with its true label.
 * ``random``: rerun with N rows drawn uniformly (seeded), each labelled with its true label.
+* ``budget-given``: as ``budget``, with the picks spread over the given classes instead of the
+  suggested ones (``--spread given``).
 
 Reports final-label accuracy (the corpus the user gets, reviewed rows included) and last-round
 test accuracy per arm, and how many of the picked rows ``none`` had wrong. Writes
@@ -29,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "review_loop.md"
-ARMS = ("none", "budget", "random")
+ARMS = ("none", "budget", "random", "budget-given")
 
 
 def settings() -> dict:
@@ -89,14 +91,15 @@ def rule_study(*, run_dir: Path, budget: int) -> dict:
     import pyarrow.parquet as pq
 
     from noiseal_ray.review import RULES, select_for_review
+    from noiseal_ray.review.budget import SPREADS
 
     t = pq.read_table(run_dir / "labels.parquet", columns=["id", "final_label", "clean_label"]).to_pydict()
     wrong = {i: f != c for i, f, c in zip(t["id"], t["final_label"], t["clean_label"])}
     out = {"corpus": sum(wrong.values()) / len(wrong)}
     for rule in RULES:
-        for spread in (True, False):
+        for spread in SPREADS:
             ids = select_for_review(run_dir=run_dir, budget=budget, rule=rule, spread=spread).column("id").to_pylist()
-            out[f"{rule}{'' if spread else ' (no spread)'}"] = sum(wrong[i] for i in ids) / len(ids)
+            out[f"{rule}, by {spread}"] = sum(wrong[i] for i in ids) / len(ids)
     return out
 
 
@@ -119,10 +122,11 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
     for arm in arms:
         if arm == "none":
             continue
-        if arm == "budget":
+        if arm.startswith("budget"):
             from noiseal_ray.review import select_for_review
 
-            ids = select_for_review(run_dir=base / "none", budget=budget).column("id").to_pylist()
+            spread = {"budget": "suggested", "budget-given": "given"}[arm]
+            ids = select_for_review(run_dir=base / "none", budget=budget, spread=spread).column("id").to_pylist()
         else:
             all_ids = pq.read_table(labels, columns=["id"]).column("id").to_pylist()
             rng = np.random.default_rng(10_000 + seed)
@@ -162,10 +166,10 @@ def render(results: dict, *, budget: int, command: str) -> str:
                 if arm != "none" and "none" in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, arm, k), []).append(100 * (r[k] - arms["none"][k]))
-            if "budget" in arms and "random" in arms:
-                for k in ("final_accuracy", "test_accuracy_last"):
-                    deltas.setdefault((name, "budget - random", k), []).append(
-                        100 * (arms["budget"][k] - arms["random"][k]))
+            for b in ("budget", "budget-given"):
+                if b in arms and "random" in arms:
+                    for k in ("final_accuracy", "test_accuracy_last"):
+                        deltas.setdefault((name, f"{b} - random", k), []).append(100 * (arms[b][k] - arms["random"][k]))
     studies = [(name, seed, arms["none"]["rules"]) for name, seeds in results.items()
                for seed, arms in sorted(seeds.items()) if "rules" in arms.get("none", {})]
     if studies:
@@ -181,11 +185,11 @@ def render(results: dict, *, budget: int, command: str) -> str:
               "| setting | comparison | final-label acc | test acc (last) | seeds ahead (final / test) |",
               "|---|---|---|---|---|"]
     for name in results:
-        for comp in ("budget", "random", "budget - random"):
+        for comp in ("budget", "random", "budget-given", "budget - random", "budget-given - random"):
             f, t = deltas.get((name, comp, "final_accuracy")), deltas.get((name, comp, "test_accuracy_last"))
             if not f:
                 continue
-            label = comp if comp == "budget - random" else f"{comp} - none"
+            label = comp if comp.endswith(" - random") else f"{comp} - none"
             lines.append(f"| {name} | {label} | {np.mean(f):+.1f} ± {np.std(f):.1f} | {np.mean(t):+.1f} ± "
                          f"{np.std(t):.1f} | {sum(x > 0 for x in f)}/{len(f)} / {sum(x > 0 for x in t)}/{len(t)} |")
     return "\n".join(lines) + "\n"

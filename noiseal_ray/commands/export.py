@@ -15,6 +15,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl | csv | argilla (JSONL of Argilla records)")] = "jsonl",
     budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Only the N rows whose review is worth the most (any --subset ignored), most valuable first, each with why.")] = None,
     rule: Annotated[str, typer.Option("--rule", help="How --budget ranks rows: doubt | disagree.")] = "doubt",
+    spread: Annotated[str, typer.Option("--spread", help="Spread --budget over the suggested | given classes, or none.")] = "suggested",
 ) -> None:
     """Export id, text, given and suggested label, scores and a reason per row, for review.
 
@@ -33,7 +34,7 @@ def export(
         raise ConfigError(f"unknown --subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    records = None if budget is None else budget_records(run_dir=run_dir, budget=budget, rule=rule)
+    records = None if budget is None else budget_records(run_dir=run_dir, budget=budget, rule=rule, spread=spread)
     n = export_review(run_dir=run_dir, out=out, subset=subset, fmt=fmt, records=records)
     what = f"{subset}" if budget is None else f"most-worth-reviewing (budget {budget}, rule {rule})"
     typer.echo(f"wrote {n:,} {what} record(s) to {out} ({fmt})")

@@ -22,6 +22,10 @@ import numpy as np
 
 RULES = ("doubt", "disagree")
 DEFAULT_RULE = "doubt"
+# Which class a pick counts against when the budget is spread: the suggested (final) label, the
+# given label (each given class's own noise gets looked at), or none (the top N overall).
+SPREADS = ("suggested", "given", "none")
+DEFAULT_SPREAD = "suggested"
 
 
 def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_given: np.ndarray,
@@ -84,10 +88,10 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
     return "; ".join(bits) + f" ({r['partition']})."
 
 
-def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: bool = True):
+def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: str = DEFAULT_SPREAD):
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
-    ``review_priority`` and ``review_why``, highest priority first; ``spread``: at most
-    ceil(budget / C) per class of the suggested label while other classes have rows (``spread_pick``).
+    ``review_priority`` and ``review_why``, highest priority first; ``spread`` (``SPREADS``): at
+    most ceil(budget / C) per suggested or given class while other classes have rows (``spread_pick``).
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
     ``labels.parquet``; memory holds at most ``budget`` candidates per class.
@@ -101,6 +105,8 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
         raise ConfigError(f"--budget must be at least 1, got {budget}")
     if rule not in RULES:
         raise ConfigError(f"unknown review rule {rule!r}; choose one of {', '.join(RULES)}")
+    if spread not in SPREADS:
+        raise ConfigError(f"unknown spread {spread!r}; choose one of {', '.join(SPREADS)}")
     run = open_run(run_dir)
     config, metrics = read_config(run), read_json(run / "metrics.json")
     names = [str(n) for n in metrics.get("label_names") or []]
@@ -122,16 +128,17 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
         doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=np.asarray(d["p_strong"], np.float64),
                                  pred_prob=np.asarray(d["pred_prob"], np.float64))
         ok = ~np.asarray(d.get("reviewed") or [False] * len(given), dtype=bool)
-        for i in np.flatnonzero(ok)[_top_per_class(prio[ok], final[ok], budget)]:
+        by = given if spread == "given" else final
+        for i in np.flatnonzero(ok)[_top_per_class(prio[ok], by[ok], budget)]:
             keep.append({**{c: d[c][i] for c in d}, "priority": float(prio[i]), "doubt": float(doubt[i]),
-                         "cls": int(final[i]), "weak_rejects": bool(rejects[i])})
+                         "cls": int(given[i] if spread == "given" else final[i]), "weak_rejects": bool(rejects[i])})
         keep = [keep[i] for i in _top_per_class(np.array([k["priority"] for k in keep]),
                                                 np.array([k["cls"] for k in keep], np.int64), budget)]
     if not keep:
         return pa.table({"id": pa.array([], pa.string()), "review_priority": pa.array([], pa.float64()),
                          "review_why": pa.array([], pa.string())})
     pick = spread_pick(priority=np.array([k["priority"] for k in keep]), classes=np.array([k["cls"] for k in keep]),
-                       budget=budget, num_classes=len(names) if spread else 1)
+                       budget=budget, num_classes=1 if spread == "none" else len(names))
     annotator = str(config.get("annotator") or "none")
     chosen = [keep[i] for i in pick]
     return pa.table({"id": pa.array([str(k["id"]) for k in chosen], pa.string()),
@@ -140,12 +147,12 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
                                             pa.string())})
 
 
-def budget_records(*, run_dir: str | Path, budget: int, rule: str) -> list[dict]:
+def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str = DEFAULT_SPREAD) -> list[dict]:
     """The review records of the ``budget`` rows most worth a review (``noiseal_ray.review.
     select_for_review``), most valuable first, each with ``review_priority`` and ``review_why``."""
     from noiseal_ray.export import iter_records
 
-    picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule).to_pydict()
+    picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule, spread=spread).to_pydict()
     rank = {i: k for k, i in enumerate(picked["id"])}
     recs = [r for r in iter_records(run_dir=run_dir, subset="all") if r["id"] in rank]
     for r in recs:

@@ -164,6 +164,10 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
                            p_given=labels["p_strong"].to_numpy(), pred_prob=labels["pred_prob"].to_numpy())
     # The picks are far more doubtful than the corpus as a whole.
     assert chosen.shape[0] and picked["review_priority"].mean() > np.median(doubt) + 0.2
+    by_given = select_for_review(run_dir=run, budget=30, spread="given").to_pandas()
+    assert labels.set_index("id").loc[by_given["id"], "given_label"].value_counts().max() <= 5
+    top = select_for_review(run_dir=run, budget=30, spread="none").to_pandas()
+    assert top["review_priority"].min() >= picked["review_priority"].min()  # no cap: the 30 highest overall
 
 
 def test_export_budget_writes_the_picks_in_order_with_why(run, tmp_path):
