@@ -30,9 +30,10 @@ class RunConfig(BaseModel):
     clean_label_col: str | None = None  # evaluation only: never used for training
     test_data: str | None = None
     test_label_col: str | None = None  # default: label_col
-    # Rows a person reviewed (any file `noiseal-ray export` writes, or an id,label table): trusted,
-    # never changed, always clean (R), always in the demonstration pool and first among demonstrations.
-    reviewed: str | None = None
+    # Rows a person reviewed (files `noiseal-ray export` writes, or id,label tables; one path or a
+    # list): trusted, never changed, always clean (R), in the demonstration pool and first among
+    # a query's demonstrations.
+    reviewed: str | list[str] | None = None
     max_length: int = Field(128, ge=1)  # tokens; longer texts are truncated and flagged in the output
     # --- compute ------------------------------------------------------------------------
     workers: int = Field(2, ge=1)
@@ -141,6 +142,10 @@ class RunConfig(BaseModel):
         if len(set(shown)) != len(shown):
             raise ValueError("label_descriptions must give every label a different description")
         return self
+
+    def reviewed_files(self) -> list[str]:
+        """``reviewed`` as a list of paths ([] when none)."""
+        return [self.reviewed] if isinstance(self.reviewed, str) else list(self.reviewed or [])
 
     def demo_pool_per_class_for(self, num_classes: int) -> int:
         """Rows per class in the demonstration pool: the per-class bound, lowered so that the pool

@@ -4,7 +4,8 @@
     python -c "from noiseal_ray.export import read_review; print(read_review('review.csv'))"
 
 Subsets: ``H`` (hard: the models disagree), ``P`` (purified: relabeled), ``changed`` (final label
-differs from the given one), ``all``. Or a budget (``--budget N``): the N rows most worth a review
+differs from the given one), ``reviewed`` (rows a reviewer labelled, ``run --reviewed``), ``all``.
+A reviewed row is exported with its answer in ``review_label``, so a file of it feeds the next run. Or a budget (``--budget N``): the N rows most worth a review
 (``noiseal_ray.review.budget``), most valuable first, with ``review_priority`` and ``review_why``.
 
 Formats (one record per row of ``labels.parquet``, streamed; the file is written atomically):
@@ -53,11 +54,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from noiseal_ray.errors import ConfigError, InputError
+from noiseal_ray.data.reviews import QUESTION, read_review  # noqa: F401  (read_review: public here too)
+from noiseal_ray.errors import ConfigError
 
-SUBSETS = ("H", "P", "changed", "all")
+SUBSETS = ("H", "P", "changed", "reviewed", "all")
 FORMATS = ("jsonl", "csv", "argilla")
-QUESTION = "label"
 COLUMNS = ["id", "text", "given_label", "suggested_label", "review_label", "partition", "reason",
            "suggestion_score", "suggestion_agent", "p_strong", "p_weak", "tau_strong", "tau_weak", "pred_label",
            "pred_prob", "llm_label", "llm_logprob", "llm_error", "changed"]
@@ -87,6 +88,9 @@ def reason(r: dict, *, annotator: str, hard_policy: str) -> str:
     given, final, part = r["given_label"], r["final_label"], r["partition"]
     ps, pw, ts, tw = r.get("p_strong"), r.get("p_weak"), r.get("tau_strong"), r.get("tau_weak")
     scores = f"strong p={_fmt(ps)} (threshold {_fmt(ts)}), weak p={_fmt(pw)} (threshold {_fmt(tw)})"
+    if r.get("reviewed"):
+        return (f"Reviewed: a reviewer set '{final}'" + (f" (given '{given}')" if final != given else "")
+                + "; trusted and kept whatever the models say.")
     if part == "R":
         return f"Clean (R): both models accept the given label '{given}' [{scores}]; kept."
     if part == "P":
@@ -113,6 +117,8 @@ def reason(r: dict, *, annotator: str, hard_policy: str) -> str:
 
 def _suggestion(r: dict, *, annotator: str) -> tuple[float | None, str]:
     final = r["final_label"]
+    if r.get("reviewed"):
+        return None, "reviewer"
     if r["partition"] == "P" and r.get("llm_label") is not None and r["llm_label"] == final:
         lp = r.get("llm_logprob")
         return (None if lp is None else float(math.exp(lp))), f"noiseal-ray/{annotator}"
@@ -169,7 +175,7 @@ def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
         return None if i is None else _clean(arr[i])
 
     cols = ["id", "text", "given_label", "final_label", "partition", "llm_label", "llm_logprob", "llm_error",
-            "p_strong", "p_weak", "pred_label", "pred_prob", "changed", "clean_label"]
+            "p_strong", "p_weak", "pred_label", "pred_prob", "changed", "clean_label", "reviewed"]
     import pyarrow.compute as pc
 
     for b in iter_batches(run / "labels.parquet", cols):
@@ -177,6 +183,10 @@ def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
             b = b.filter(pc.equal(b.column("partition"), subset))
         elif subset == "changed":
             b = b.filter(pc.fill_null(b.column("changed"), False))
+        elif subset == "reviewed":
+            if "reviewed" not in b.schema.names:
+                continue
+            b = b.filter(pc.fill_null(b.column("reviewed"), False))
         has_clean = "clean_label" in b.schema.names
         for row in b.to_pylist():
             r = {k: _clean(v) for k, v in row.items()}
@@ -185,7 +195,9 @@ def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
             r["tau_weak"] = tau(tw, r["given_label"])
             score, agent = _suggestion(r, annotator=annotator)
             rec = {"id": r["id"], "text": r["text"], "given_label": r["given_label"],
-                   "suggested_label": r["final_label"], "review_label": "", "partition": r["partition"],
+                   # A reviewed row carries its answer: exported again, it stays reviewed.
+                   "suggested_label": r["final_label"], "review_label": r["final_label"] if r.get("reviewed") else "",
+                   "partition": r["partition"],
                    "reason": reason(r, annotator=annotator, hard_policy=hard_policy),
                    "suggestion_score": _clean(score), "suggestion_agent": agent,
                    "p_strong": r["p_strong"], "p_weak": r["p_weak"], "tau_strong": r["tau_strong"],
@@ -251,131 +263,3 @@ def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fm
 def _chain(head: list, tail: Iterator) -> Iterator:
     yield from head
     yield from tail
-
-
-def _detect(path: Path) -> str:
-    if path.suffix.lower() == ".csv":
-        return "csv"
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                d = json.loads(line)
-                return "argilla" if isinstance(d, dict) and "fields" in d and "suggestions" in d else "jsonl"
-    return "jsonl"
-
-
-def _argilla_answer(d: dict):
-    """The reviewer's label (the most frequent response to ``label``) of an Argilla record dict, or None.
-
-    Accepts ``to_dict()`` shape (dict by question), the list shape of ``rg.Record(...)`` arguments,
-    and the flat shape of ``records.to_list(flatten=True)`` (``label.responses``).
-    """
-    from collections import Counter
-
-    responses = d.get("responses") or {}
-    if isinstance(responses, dict):
-        answers = [a.get("value") if isinstance(a, dict) else a for a in (responses.get(QUESTION) or [])]
-    else:
-        answers = [a.get("value") for a in responses if isinstance(a, dict) and a.get("question_name") == QUESTION]
-    if not answers and isinstance(d.get(f"{QUESTION}.responses"), list):
-        answers = list(d[f"{QUESTION}.responses"])
-    answers = [a for a in answers if a not in (None, "")]
-    return Counter(answers).most_common(1)[0][0] if answers else None
-
-
-def _argilla_label(d: dict):
-    """Reviewer's label (``_argilla_answer``) else the suggestion, from an Argilla record dict
-    (suggestions by question, as a list, or flat ``label.suggestion``)."""
-    answer = _argilla_answer(d)
-    if answer is not None:
-        return answer
-    sugg = d.get("suggestions") or {}
-    if isinstance(sugg, dict) and isinstance(sugg.get(QUESTION), dict):
-        return sugg[QUESTION].get("value")
-    if isinstance(sugg, list):
-        for s in sugg:
-            if isinstance(s, dict) and s.get("question_name") == QUESTION:
-                return s.get("value")
-    return d.get(f"{QUESTION}.suggestion")
-
-
-def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bool = False):
-    """Reviewed labels as ``pandas.DataFrame[id, label]`` (strings) from an exported file, or from
-    a plain table of ``id`` and ``label`` (csv, jsonl or parquet).
-
-    The format is detected from the extension and the first record. The label is
-    ``review_label`` when the reviewer filled it in, else ``suggested_label`` (else ``label``).
-    ``with_lines``: add ``line``, each record's 1-based line in the file (the row for parquet), for
-    error messages. ``reviewed_only``: from an exported file, only the records a reviewer answered
-    (a ``review_label``, an Argilla response); a plain id,label table is all answers.
-    """
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"review file {p} does not exist")
-    if p.suffix.lower() == ".parquet":
-        return _read_plain_parquet(p, with_lines=with_lines)
-    fmt = _detect(p)
-    ids, labels, lines = [], [], []
-    if fmt == "csv":
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[])
-        lab_col = "suggested_label" if "suggested_label" in df else "label"
-        missing = {"id", lab_col} - set(df.columns)
-        if missing:
-            raise InputError(f"{p}: not an exported review file nor an id,label table (missing column(s) "
-                             f"{', '.join(sorted(missing))})")
-        review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df), dtype=str)
-        answered = review.str.strip() != ""
-        lab = review.where(answered, df[lab_col])
-        out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str)})
-        if with_lines:
-            out["line"] = range(2, len(df) + 2)  # line 1 is the header
-        if reviewed_only and lab_col == "suggested_label":
-            out = out[answered.to_numpy()].reset_index(drop=True)
-        return out
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{p}: line {i} is not JSON ({exc})") from None
-            if fmt == "argilla":
-                answer = _argilla_answer(d)
-                label = answer if answer is not None else _argilla_label(d)
-            else:
-                answer = d.get("review_label") if d.get("review_label") not in (None, "") else None
-                exported = "suggested_label" in d
-                if not exported and d.get("label") not in (None, ""):
-                    answer = d["label"]  # a plain id,label record: the label is the answer
-                label = answer if answer is not None else d.get("suggested_label")
-            if reviewed_only and answer is None:
-                continue
-            if d.get("id") is None or label is None:
-                raise InputError(f"{p}: line {i} has no id or no label")
-            ids.append(str(d["id"]))
-            labels.append(str(label))
-            lines.append(i)
-    out = pd.DataFrame({"id": pd.Series(ids, dtype=object), "label": pd.Series(labels, dtype=object)})
-    if with_lines:
-        out["line"] = lines
-    return out
-
-
-def _read_plain_parquet(p: Path, *, with_lines: bool):
-    import pyarrow.parquet as pq
-
-    try:
-        t = pq.read_table(p)
-    except Exception as exc:  # noqa: BLE001 -- pyarrow raises several types for a bad file
-        raise InputError(f"{p}: cannot read parquet ({exc})") from None
-    missing = {"id", "label"} - set(t.column_names)
-    if missing:
-        raise InputError(f"{p}: an id,label table needs column(s) {', '.join(sorted(missing))}")
-    df = t.select(["id", "label"]).to_pandas()
-    out = df.astype({"id": str, "label": str})
-    if with_lines:
-        out["line"] = range(1, len(df) + 1)
-    return out

@@ -31,7 +31,7 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
 STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
              "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
              "given_right", "fixed", "broken", "llm_right", "llm_known", "changed", "changed_known",
-             "changed_wrong", "reviewed", "reviewed_changed")
+             "changed_wrong", "reviewed", "reviewed_changed", "wrong_unreviewed")
 
 
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str) -> dict[str, np.ndarray]:
@@ -46,6 +46,8 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
     wrong = known & (given != clean)
+    # Detection and correction score the run's own calls: a reviewed row is the reviewer's.
+    own = known & ~trusted
     flagged = part != CODES["R"]
     now = batch["llm_round"].astype(np.int64) == round_no
     err = np.array([bool(e) for e in batch["llm_error"]]) if len(part) else np.zeros(0, bool)
@@ -54,14 +56,14 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
         "annotated": (llm >= 0).sum(), "annotated_now": now.sum(),
         "cached_now": (now & batch["llm_cached"].astype(bool)).sum(), "failed_now": (now & err).sum(),
         "truncated": batch["truncated"].astype(bool).sum(),
-        "known": known.sum(), "wrong": wrong.sum(), "flagged": (flagged & known).sum(),
-        "flagged_wrong": (flagged & wrong).sum(), "p_wrong": ((part == 1) & wrong).sum(),
-        "p_flagged": ((part == 1) & known).sum(),
+        "known": known.sum(), "wrong": wrong.sum(), "flagged": (flagged & own).sum(),
+        "flagged_wrong": (flagged & wrong & own).sum(), "p_wrong": ((part == 1) & wrong & own).sum(),
+        "p_flagged": ((part == 1) & own).sum(), "wrong_unreviewed": (wrong & own).sum(),
         "final_right": (known & (final == clean)).sum(), "given_right": (known & (given == clean)).sum(),
         "fixed": (wrong & (final == clean)).sum(), "broken": (known & ~wrong & (final != clean)).sum(),
         "llm_right": (known & (llm >= 0) & (llm == clean)).sum(), "llm_known": (known & (llm >= 0)).sum(),
-        "changed": (final != given).sum(), "changed_known": (known & (final != given)).sum(),
-        "changed_wrong": (wrong & (final != given)).sum(),
+        "changed": (final != given).sum(), "changed_known": (own & (final != given)).sum(),
+        "changed_wrong": (wrong & own & (final != given)).sum(),
         "reviewed": trusted.sum(), "reviewed_changed": (trusted & (label != given)).sum(),
     }
     return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
@@ -81,7 +83,7 @@ def summarise(counts: dict[str, int]) -> dict:
         out["reviewed"] = {"rows": counts["reviewed"], "changed_by_reviewer": counts["reviewed_changed"]}
     if counts.get("known"):
         p, r, f1 = detector_scores(hits=counts.get("flagged_wrong"), flagged=counts.get("flagged"),
-                                   wrong=counts.get("wrong"))
+                                   wrong=counts.get("wrong_unreviewed", counts.get("wrong")))
         out["detection"] = {"precision": p, "recall": r, "f1": f1, "p_precision": ratio("p_wrong", "p_flagged")}
         out["recovery"] = {"given_accuracy": ratio("given_right", "known"),
                            "final_accuracy": ratio("final_right", "known"),
@@ -92,6 +94,6 @@ def summarise(counts: dict[str, int]) -> dict:
             # The label changes themselves as a detector of wrong labels: what the user acts on, unlike
             # P and H, which also hold samples whose given label the run keeps.
             cp, cr, cf1 = detector_scores(hits=counts.get("changed_wrong"), flagged=counts.get("changed_known"),
-                                          wrong=counts.get("wrong"))
+                                          wrong=counts.get("wrong_unreviewed", counts.get("wrong")))
             out["correction"] = {"precision": cp, "recall": cr, "f1": cf1}
     return out

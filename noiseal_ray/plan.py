@@ -10,12 +10,12 @@ from noiseal_ray.train import steps_per_epoch
 
 def _reviewed_line(*, config: RunConfig, corpus) -> str:
     """The plan's line on reviewed rows: the file is read and checked now, like the corpus."""
-    from noiseal_ray.review import read_reviewed
+    from noiseal_ray.review import read_reviewed_files
 
-    rows, labels = read_reviewed(path=config.reviewed, label_names=corpus.label_names,
-                                 corpus_ids=corpus.ids.to_pylist())
+    files = config.reviewed_files()
+    rows, labels = read_reviewed_files(paths=files, label_names=corpus.label_names, corpus_ids=corpus.ids.to_pylist())
     changed = int((corpus.labels[rows] != labels).sum())
-    return (f"reviewed:    {config.reviewed}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
+    return (f"reviewed:    {', '.join(files)}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
             "reviewer; never changed, always clean (R), first as demonstrations")
 
 
@@ -38,7 +38,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"             text {config.text_col!r}, label {config.label_col!r}, id {config.id_col or 'row number'}"
         + (f", clean labels {config.clean_label_col!r} (evaluation only)" if config.clean_label_col else ""),
         f"test data:   {config.test_data or 'none'}",
-        *([_reviewed_line(config=config, corpus=corpus)] if config.reviewed else []),
+        *([_reviewed_line(config=config, corpus=corpus)] if config.reviewed_files() else []),
         f"models:      strong {resolve_encoder(config.strong_model)}; weak BiLSTM "
         f"({config.weak_embed_dim}-d embeddings, {config.weak_hidden} hidden)",
         f"schedule:    warm-up {config.warmup_epochs} epoch(s)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -24,7 +24,7 @@ def run(
     id_col: IdCol = None,
     clean_label_col: Annotated[Optional[str], typer.Option("--clean-label-col", help="True labels, for evaluation only.")] = None,
     test_data: Annotated[Optional[str], typer.Option("--test-data", help="Clean test set: test accuracy per round.")] = None,
-    reviewed: Annotated[Optional[str], typer.Option("--reviewed", help="Reviewed labels (a file `noiseal-ray export` wrote, or an id,label table): trusted, never changed, always clean, first as demonstrations.")] = None,
+    reviewed: Annotated[Optional[List[str]], typer.Option("--reviewed", help="Reviewed labels (a file `noiseal-ray export` wrote, or an id,label table; repeat for several): trusted, never changed, always clean, first as demonstrations.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray Train workers (DDP) [default: 2].")] = None,
     annotator: Annotated[Optional[str], typer.Option("--annotator", help="none | knn | llm [default: knn].")] = None,
     address: Address = None,
@@ -62,7 +62,8 @@ def run(
     check_run_dir_path(out)  # run_pipeline checks too; here it also stops a --dry-run that could never run
 
     overrides = dict(data=data, text_col=text_col, label_col=label_col, id_col=id_col,
-                     clean_label_col=clean_label_col, test_data=test_data, reviewed=reviewed, workers=workers,
+                     clean_label_col=clean_label_col, test_data=test_data,
+                     reviewed=(reviewed[0] if len(reviewed) == 1 else list(reviewed)) if reviewed else None, workers=workers,
                      annotator=annotator,
                      address=address, seed=seed, warmup_epochs=warmup_epochs, rounds=rounds, warmup_from=warmup_from,
                      strong_model=strong_model, llm_model=llm_model, llm_endpoint=llm_endpoint,

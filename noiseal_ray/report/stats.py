@@ -113,8 +113,11 @@ def label_stats(*, path: Path, names: list[str], tau: dict | None) -> LabelStats
     for b in iter_batches(path, LABEL_COLUMNS):
         df = b.to_pandas()
         g, changed = _count_batch(st, df, index)
-        if changed.any():
-            corr.append(_top_corrections(df[changed].copy()))
+        # A reviewer's relabel is not the run's correction: those rows have their own table.
+        reviewed = df["reviewed"].fillna(False).astype(bool).to_numpy() if "reviewed" in df else np.zeros(len(df), bool)
+        ours = changed & ~reviewed
+        if ours.any():
+            corr.append(_top_corrections(df[ours].copy()))
         if "reviewed" in df and df["reviewed"].any():
             _count_reviewed(st, df[df["reviewed"].astype(bool)])
         hard = df["partition"].astype(str).to_numpy() == "H"

@@ -2,6 +2,6 @@
 (``budget``)."""
 
 from noiseal_ray.review.budget import RULES, budget_records, review_priority, select_for_review
-from noiseal_ray.review.trusted import read_reviewed
+from noiseal_ray.review.trusted import read_reviewed, read_reviewed_files
 
-__all__ = ["RULES", "budget_records", "read_reviewed", "review_priority", "select_for_review"]
+__all__ = ["RULES", "budget_records", "read_reviewed", "read_reviewed_files", "review_priority", "select_for_review"]

@@ -30,10 +30,11 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
     int64, rows ascending and unique. InputError (exit 2), naming the file and its lines, for an
     id that is not in the corpus, a label outside ``label_names``, or one id given two labels.
     """
-    from noiseal_ray.export import read_review
+    from noiseal_ray.data.reviews import read_review
 
     p = Path(path)
     df = read_review(p, with_lines=True, reviewed_only=True)
+    df["label"] = df["label"].str.strip()  # as the corpus reader trims its labels
     index = {str(n): i for i, n in enumerate(label_names)}
     bad_label = df[~df["label"].isin(list(index))]
     if len(bad_label):
@@ -55,3 +56,24 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
     labels = np.array([index[v] for v in df["label"]], dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     return rows[order], labels[order]
+
+
+def read_reviewed_files(*, paths: Sequence[str | Path], label_names: Sequence[str], corpus_ids: Sequence[str]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``read_reviewed`` over several files (e.g. each review round's), merged: ``(rows, labels)``
+    (m,) int64, rows ascending and unique. InputError when two files give one id different labels,
+    or when the files hold no answer at all (a reviewer who edited ``suggested_label`` instead of
+    ``review_label`` would otherwise be silently ignored)."""
+    seen: dict[int, tuple[int, str]] = {}
+    for path in paths:
+        rows, labels = read_reviewed(path=path, label_names=label_names, corpus_ids=corpus_ids)
+        for r, lab in zip(rows.tolist(), labels.tolist()):
+            if r in seen and seen[r][0] != lab:
+                raise InputError(f"reviewed files {seen[r][1]} and {path} give id {str(corpus_ids[r])!r} different "
+                                 f"labels ({label_names[seen[r][0]]!r}, {label_names[lab]!r})")
+            seen.setdefault(r, (lab, str(path)))
+    if not seen:
+        raise InputError(f"no reviewed row in {', '.join(map(str, paths))}: fill in review_label (or give an "
+                         "id,label table)")
+    rows = np.array(sorted(seen), dtype=np.int64)
+    return rows, np.array([seen[r][0] for r in rows.tolist()], dtype=np.int64)

@@ -109,8 +109,8 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
         final["test_accuracy_last"] = accs[-1]
         final["test_accuracy_best"] = max(accs)
     total_llm = sum(e.get("annotator", {}).get("queries", 0) for e in rounds)
-    reviewed = ({"file": config.reviewed, "rows": d.get("reviewed", 0),
-                 "changed_by_reviewer": d.get("reviewed_changed", 0)} if config.reviewed else None)
+    reviewed = ({"files": config.reviewed_files(), "rows": d.get("reviewed", 0),
+                 "changed_by_reviewer": d.get("reviewed_changed", 0)} if config.reviewed_files() else None)
     return {"version": 1, "data": config.data, "rows": d["n_rows"], "label_names": d["label_names"],
             "class_counts": d.get("class_counts"), "annotator": config.annotator, "reviewed": reviewed,
             "annotator_queries": total_llm if config.annotator == "llm" else 0,

@@ -21,11 +21,11 @@ def _trust(corpus, *, config: RunConfig) -> tuple[np.ndarray, np.ndarray, int]:
     given ones), the trusted mask (n,) bool, and how many reviewed labels differ from the given."""
     labels = corpus.labels.astype(np.int64).copy()
     trusted = np.zeros(len(labels), bool)
-    if config.reviewed:
-        from noiseal_ray.review import read_reviewed
+    if config.reviewed_files():
+        from noiseal_ray.review import read_reviewed_files
 
-        rows, reviewed = read_reviewed(path=config.reviewed, label_names=corpus.label_names,
-                                       corpus_ids=corpus.ids.to_pylist())
+        rows, reviewed = read_reviewed_files(paths=config.reviewed_files(), label_names=corpus.label_names,
+                                             corpus_ids=corpus.ids.to_pylist())
         trusted[rows] = True
         labels[rows] = reviewed
     return labels, trusted, int((labels != corpus.labels).sum())
@@ -65,19 +65,21 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
     return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
             "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), "reviewed_changed": reviewed_changed,
-            "reviewed_sha256": _file_hash(config.reviewed)}
+            "reviewed_sha256": _files_hash(config.reviewed_files())}
 
 
-def _file_hash(path: str | None) -> str | None:
-    """sha256 of a local file's bytes (None for no file)."""
-    if not path:
+def _files_hash(paths: list[str]) -> str | None:
+    """sha256 over local files' bytes, in order (None for no file)."""
+    if not paths:
         return None
     import hashlib
 
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python 3.11+
-            h.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python 3.11+
+                h.update(block)
+        h.update(b"\0")
     return h.hexdigest()
 
 
@@ -87,14 +89,15 @@ def check_reviewed_unchanged(*, run: RunContext) -> None:
     from noiseal_ray.errors import InputError, OutputError
 
     saved = run.manifest.data.get("reviewed_sha256")
-    if not (run.config.reviewed and saved):
+    files = run.config.reviewed_files()
+    if not (files and saved):
         return
     try:
-        now = _file_hash(run.config.reviewed)
+        now = _files_hash(files)
     except OSError as exc:
-        raise InputError(f"reviewed file {run.config.reviewed}: {exc.strerror or exc}") from None
+        raise InputError(f"reviewed file {exc.filename}: {exc.strerror or exc}") from None
     if now != saved:
-        raise OutputError(f"{run.out} began with another version of the reviewed file {run.config.reviewed}; "
+        raise OutputError(f"{run.out} began with another version of the reviewed file(s) {', '.join(files)}; "
                           "use another --out to run with the new reviews")
 
 

@@ -212,12 +212,12 @@ def test_a_resumed_run_refuses_a_changed_reviewed_file(tmp_path):
     from types import SimpleNamespace
 
     from noiseal_ray.errors import OutputError
-    from noiseal_ray.stages.ingest import _file_hash, check_reviewed_unchanged
+    from noiseal_ray.stages.ingest import _files_hash, check_reviewed_unchanged
 
     f = tmp_path / "reviewed.csv"
     f.write_text("id,label\nr1,a\n")
-    run = SimpleNamespace(out=tmp_path / "run", config=SimpleNamespace(reviewed=str(f)),
-                          manifest=SimpleNamespace(data={"reviewed_sha256": _file_hash(str(f))}))
+    run = SimpleNamespace(out=tmp_path / "run", config=SimpleNamespace(reviewed_files=lambda: [str(f)]),
+                          manifest=SimpleNamespace(data={"reviewed_sha256": _files_hash([str(f)])}))
     check_reviewed_unchanged(run=run)  # the same file: resumes
     f.write_text("id,label\nr1,b\n")
     with pytest.raises(OutputError, match="began with another version of the reviewed file"):
@@ -225,3 +225,72 @@ def test_a_resumed_run_refuses_a_changed_reviewed_file(tmp_path):
     f.unlink()
     with pytest.raises(InputError, match="No such file"):
         check_reviewed_unchanged(run=run)
+
+
+def test_unreadable_or_empty_review_files_are_input_errors(tmp_path):
+    from noiseal_ray.review import read_reviewed_files
+
+    cases = {"empty.csv": "", "notes.txt": "id label\nr1 a\n", "list.jsonl": "[1, 2]\n"}
+    for name, body in cases.items():
+        (tmp_path / name).write_text(body)
+        with pytest.raises(InputError) as exc:
+            read(tmp_path / name)
+        assert str(tmp_path / name) in str(exc.value), name
+    # An export nobody answered: no trusted row, which is said rather than silently ignored.
+    (tmp_path / "unanswered.csv").write_text("id,suggested_label,review_label\nr0,a,\n")
+    with pytest.raises(InputError, match="no reviewed row"):
+        read_reviewed_files(paths=[tmp_path / "unanswered.csv"], label_names=NAMES, corpus_ids=IDS)
+
+
+def test_several_files_merge_and_a_conflict_names_both(tmp_path):
+    from noiseal_ray.review import read_reviewed_files
+
+    (tmp_path / "one.csv").write_text("id,label\nr1,a\nr2, b \n")  # labels are trimmed
+    (tmp_path / "two.csv").write_text("id,label\nr2,b\nr4,c\nr5,\n")  # a blank label is no answer
+    rows, labels = read_reviewed_files(paths=[tmp_path / "one.csv", tmp_path / "two.csv"], label_names=NAMES,
+                                       corpus_ids=IDS)
+    assert rows.tolist() == [1, 2, 4] and labels.tolist() == [0, 1, 2]
+    (tmp_path / "three.csv").write_text("id,label\nr1,c\n")
+    with pytest.raises(InputError, match=r"one.csv and .*three.csv give id 'r1' different labels \('a', 'c'\)"):
+        read_reviewed_files(paths=[tmp_path / "one.csv", tmp_path / "three.csv"], label_names=NAMES, corpus_ids=IDS)
+
+
+def test_parquet_integer_labels_with_nulls_and_argilla_drafts():
+    import tempfile
+
+    from noiseal_ray.review import read_reviewed
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "r.parquet"
+        pq.write_table(pa.table({"id": ["1", "3", "4"], "label": [2.0, None, 0.0]}), path)
+        rows, labels = read_reviewed(path=path, label_names=["0", "1", "2"], corpus_ids=["0", "1", "2", "3", "4"])
+        assert rows.tolist() == [1, 4] and labels.tolist() == [2, 0]
+        arg = Path(d) / "a.jsonl"
+        arg.write_text(json.dumps({"id": "r1", "fields": {}, "suggestions": {"label": {"value": "a"}},
+                                   "responses": {"label": [{"value": "b", "status": "draft"},
+                                                           {"value": "c", "status": "submitted"}]}}) + "\n")
+        assert [x.tolist() for x in read(arg)] == [[1], [2]]
+
+
+def test_labels_and_counts_of_a_round_table_with_reviewed_rows():
+    """What finalize writes and counts: given_label from ``given``, the reviewed label final, the
+    reviewer's fixes in the label accuracy but not in the run's own detection and correction."""
+    from noiseal_ray.finalize import batch_stats, summarise
+    from noiseal_ray.stages.finalize import _to_labels
+
+    b = {"id": np.array(["a", "b", "c", "d"], object), "text": np.array(["t"] * 4, object),
+         "label": np.array([2, 1, 0, 1]), "given": np.array([0, 1, 0, 1]), "trusted": np.array([True, False, False, False]),
+         "clean_label": np.array([2, 1, 1, 1]), "part": np.array([0, 1, 0, 2], np.int8),
+         "llm_label": np.array([-1, 0, -1, -1]), "llm_logprob": np.full(4, np.nan), "llm_error": np.array([""] * 4, object),
+         "llm_round": np.array([-1, 1, -1, -1]), "llm_cached": np.zeros(4, bool), "p_strong": np.full(4, 0.5),
+         "p_weak": np.full(4, 0.5), "pred": np.array([0, 0, 0, 1]), "pred_prob": np.full(4, 0.6),
+         "truncated": np.zeros(4, bool)}
+    t = _to_labels(b, label_names=NAMES, hard_policy="strong", has_clean=True).to_pydict()
+    assert t["given_label"] == ["a", "b", "a", "b"] and t["final_label"] == ["c", "a", "a", "b"]
+    assert t["reviewed"] == [True, False, False, False] and t["changed"] == [True, True, False, False]
+    s = summarise({k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong").items()})
+    assert s["reviewed"] == {"rows": 1, "changed_by_reviewer": 1}
+    assert s["recovery"]["final_accuracy"] == 0.5  # the reviewed row counts: it is right now
+    assert s["recovery"]["fixed"] == 0.5  # the reviewer fixed one of the two wrong given labels
+    # The run's own calls: one wrong label outside the reviewed row (c, kept in R), one right label changed (b).
+    assert s["detection"]["recall"] == 0.0 and s["correction"]["precision"] == 0.0
