@@ -150,8 +150,9 @@ def _csv_safe(s):
     return "'" + s if isinstance(s, str) and s.startswith(FORMULA_START) else s
 
 
-def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
-    """Review records (dicts with COLUMNS, + clean_label when known) of ``subset``, streamed."""
+def iter_records(*, run_dir: str | Path, subset: str = "H", ids: list[str] | None = None) -> Iterator[dict]:
+    """Review records (dicts with COLUMNS, + clean_label when known) of ``subset``, streamed;
+    ``ids``: only these rows (filtered before any record is built)."""
     from noiseal_ray.report import iter_batches, open_run, read_config, read_json
 
     if subset not in SUBSETS:
@@ -176,9 +177,13 @@ def iter_records(*, run_dir: str | Path, subset: str = "H") -> Iterator[dict]:
 
     cols = ["id", "text", "given_label", "final_label", "partition", "llm_label", "llm_logprob", "llm_error",
             "p_strong", "p_weak", "pred_label", "pred_prob", "changed", "clean_label", "reviewed"]
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    wanted = None if ids is None else pa.array(ids, type=pa.string())
     for b in iter_batches(run / "labels.parquet", cols):
+        if wanted is not None:
+            b = b.filter(pc.is_in(b.column("id").cast("string"), value_set=wanted))
         if subset in ("H", "P"):
             b = b.filter(pc.equal(b.column("partition"), subset))
         elif subset == "changed":

@@ -110,30 +110,14 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     run = open_run(run_dir)
     config, metrics = read_config(run), read_json(run / "metrics.json")
     names = [str(n) for n in metrics.get("label_names") or []]
-    index = {n: i for i, n in enumerate(names)}
     tau_w = np.asarray(((metrics.get("final") or {}).get("thresholds") or {}).get("weak") or [0.0], np.float64)
     cols = ["id", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "p_weak",
             "partition", "reviewed"]
+    cap = budget if spread == "none" else -(-budget // max(len(names), 1))
     keep: list[dict] = []
     for b in iter_batches(run / "labels.parquet", cols):
-        d = b.to_pydict()
-        ids = lambda c: np.array([index.get(v, -1) if v is not None else -1 for v in d[c]], np.int64)  # noqa: E731
-        given, final, pred, llm = ids("given_label"), ids("final_label"), ids("pred_label"), ids("llm_label")
-        tw = tau_w[given] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
-        p_weak = np.nan_to_num(np.asarray(d["p_weak"], np.float64), nan=1.0)
-        rejects = p_weak < tw
-        prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm,
-                               p_given=np.asarray(d["p_strong"], np.float64),
-                               pred_prob=np.asarray(d["pred_prob"], np.float64), weak_rejects=rejects)
-        doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=np.asarray(d["p_strong"], np.float64),
-                                 pred_prob=np.asarray(d["pred_prob"], np.float64))
-        ok = ~np.asarray(d.get("reviewed") or [False] * len(given), dtype=bool)
-        by = given if spread == "given" else final
-        for i in np.flatnonzero(ok)[_top_per_class(prio[ok], by[ok], budget)]:
-            keep.append({**{c: d[c][i] for c in d}, "priority": float(prio[i]), "doubt": float(doubt[i]),
-                         "cls": int(given[i] if spread == "given" else final[i]), "weak_rejects": bool(rejects[i])})
-        keep = [keep[i] for i in _top_per_class(np.array([k["priority"] for k in keep]),
-                                                np.array([k["cls"] for k in keep], np.int64), budget)]
+        keep = _merge(keep + _batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread,
+                                                  budget=budget, cap=cap), budget=budget, cap=cap)
     if not keep:
         return pa.table({"id": pa.array([], pa.string()), "review_priority": pa.array([], pa.float64()),
                          "review_why": pa.array([], pa.string())})
@@ -154,11 +138,57 @@ def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str =
 
     picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule, spread=spread).to_pydict()
     rank = {i: k for k, i in enumerate(picked["id"])}
-    recs = [r for r in iter_records(run_dir=run_dir, subset="all") if r["id"] in rank]
+    recs = list(iter_records(run_dir=run_dir, subset="all", ids=list(rank)))
     for r in recs:
         k = rank[r["id"]]
         r["review_priority"], r["review_why"] = picked["review_priority"][k], picked["review_why"][k]
     return sorted(recs, key=lambda r: rank[r["id"]])
+
+
+def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spread: str, budget: int,
+                      cap: int) -> list[dict]:
+    """The rows of a labels.parquet record batch ``b`` that can still be among the picks (never a
+    reviewed one), as dicts with their priority, doubt and class (``_candidate_rows``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def codes(c: str) -> np.ndarray:
+        return pc.fill_null(pc.index_in(b.column(c), value_set=pa.array(names)), -1).to_numpy().astype(np.int64)
+
+    def floats(c: str) -> np.ndarray:
+        return b.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    given, final, pred, llm = codes("given_label"), codes("final_label"), codes("pred_label"), codes("llm_label")
+    tw = tau_w[np.clip(given, 0, None)] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
+    rejects = np.nan_to_num(floats("p_weak"), nan=1.0) < tw
+    p_given, pred_prob = floats("p_strong"), floats("pred_prob")
+    prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm, p_given=p_given,
+                           pred_prob=pred_prob, weak_rejects=rejects)
+    doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
+    ok = np.ones(len(given), bool)
+    if "reviewed" in b.schema.names:
+        ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
+    by = given if spread == "given" else final
+    rows = np.flatnonzero(ok)[_candidate_rows(prio[ok], by[ok], budget=budget, cap=cap)]
+    sub = b.take(pa.array(rows, pa.int64())).to_pylist()
+    return [{**r, "priority": float(prio[i]), "doubt": float(doubt[i]), "cls": int(by[i]),
+             "weak_rejects": bool(rejects[i])} for r, i in zip(sub, rows)]
+
+
+def _merge(cands: list[dict], *, budget: int, cap: int) -> list[dict]:
+    """Of ``cands``, the ones that can still be among the picks (``_candidate_rows``)."""
+    if not cands:
+        return cands
+    keep = _candidate_rows(np.array([k["priority"] for k in cands]), np.array([k["cls"] for k in cands], np.int64),
+                           budget=budget, cap=cap)
+    return [cands[i] for i in keep]
+
+
+def _candidate_rows(priority: np.ndarray, classes: np.ndarray, *, budget: int, cap: int) -> np.ndarray:
+    """Indices that ``spread_pick`` could choose from rows (n,): each class's ``cap`` highest
+    priorities and the ``budget`` highest overall (what fills the budget once classes run out)."""
+    top = np.argsort(-priority, kind="stable")[:budget]
+    return np.union1d(top, _top_per_class(priority, classes, cap))
 
 
 def _top_per_class(priority: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
