@@ -78,7 +78,9 @@ def spread_pick(*, priority: np.ndarray, classes: np.ndarray, budget: int, num_c
 
 def why(r: dict, *, doubt: float, annotator: str) -> str:
     """One sentence: why this row is worth a review."""
-    bits = [f"the strong model gives the suggested label '{r['final_label']}' p={1 - doubt:.2f}"]
+    # For an annotator's label that is neither the given one nor the model's, only a bound is known.
+    bound = "≤" if r["final_label"] not in (r["given_label"], r["pred_label"]) else "="
+    bits = [f"the strong model gives the suggested label '{r['final_label']}' p{bound}{1 - doubt:.2f}"]
     if r["pred_label"] != r["given_label"]:
         bits.append(f"it predicts '{r['pred_label']}' against the given '{r['given_label']}'")
     if r.get("llm_label") not in (None, r["pred_label"]):
