@@ -28,6 +28,16 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
     return out
 
 
+def given_and_trusted(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A round-table batch's input labels (n,) int64 and reviewed mask (n,) bool. ``label`` is what
+    the run trains on (a reviewed row's reviewed label); a table from before reviewed rows existed
+    has no ``given``/``trusted`` columns: its labels are the given ones and nothing is reviewed."""
+    label = batch["label"].astype(np.int64)
+    given = batch["given"].astype(np.int64) if "given" in batch else label
+    trusted = batch["trusted"].astype(bool) if "trusted" in batch else np.zeros(len(label), bool)
+    return given, trusted
+
+
 STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
              "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
              "given_right", "fixed", "broken", "llm_right", "llm_known", "changed", "changed_known",
@@ -38,8 +48,7 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
     """One row of counts for a batch of a round table; summed over the dataset by the caller."""
     part = batch["part"].astype(np.int64)
     label = batch["label"].astype(np.int64)  # trained on: a reviewed row's reviewed label
-    given = batch["given"].astype(np.int64) if "given" in batch else label
-    trusted = batch["trusted"].astype(bool) if "trusted" in batch else np.zeros(len(part), bool)
+    given, trusted = given_and_trusted(batch)
     llm = batch["llm_label"].astype(np.int64)
     final = final_labels(part=part, given=label, llm=llm, pred=batch["pred"].astype(np.int64),
                          hard_policy=hard_policy, trusted=trusted)

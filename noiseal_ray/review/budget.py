@@ -96,7 +96,8 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     most ceil(budget / C) per suggested or given class while other classes have rows (``spread_pick``).
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
-    ``labels.parquet``; memory holds at most ``budget`` candidates per class.
+    ``labels.parquet``; memory holds only rows that can still be picked (``_candidate_rows``: at
+    most about budget + C * ceil(budget / C)).
     """
     import pyarrow as pa
 

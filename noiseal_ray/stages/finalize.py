@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import final_labels
+from noiseal_ray.finalize import final_labels, given_and_trusted
 from noiseal_ray.rundir import LABELS, MODEL, Manifest, atomic_write_json, partition_key, train_key
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import read_dir, write_dir
@@ -36,9 +36,7 @@ def _labels_schema(has_clean: bool) -> pa.Schema:
 def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: bool) -> pa.Table:
     """A round-table batch as labels.parquet rows: label indices become names, final labels chosen."""
     names = np.array(label_names, dtype=object)
-    # "label" is what the run trained on (a reviewed row's reviewed label); "given" the input's.
-    given = b["given"].astype(np.int64) if "given" in b else b["label"].astype(np.int64)
-    trusted = b["trusted"].astype(bool) if "trusted" in b else np.zeros(len(given), bool)
+    given, trusted = given_and_trusted(b)
     llm = b["llm_label"].astype(np.int64)
     final = final_labels(part=b["part"].astype(np.int64), given=b["label"].astype(np.int64), llm=llm,
                          pred=b["pred"].astype(np.int64), hard_policy=hard_policy, trusted=trusted)
