@@ -14,6 +14,8 @@ epoch + 3 rounds, max_length 32, 2 workers):
 * ``random``: rerun with N rows drawn uniformly (seeded), each labelled with its true label.
 * ``budget-given``: as ``budget``, with the picks spread over the given classes instead of the
   suggested ones (``--spread given``).
+* ``budget-mixed`` / ``budget-sample``: the ``mixed`` rule (half by doubt, half at random) and the
+  ``sample`` rule (at random, weighted by doubt).
 
 Reports final-label accuracy (the corpus the user gets, reviewed rows included) and last-round
 test accuracy per arm, and how many of the picked rows ``none`` had wrong. Writes
@@ -31,7 +33,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "review_loop.md"
-ARMS = ("none", "budget", "random", "budget-given")
+ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample")
+# A budget arm -> (rule, spread) of noiseal_ray.review.select_for_review.
+BUDGET_ARMS = {"budget": ("doubt", "suggested"), "budget-given": ("doubt", "given"),
+               "budget-mixed": ("mixed", "suggested"), "budget-sample": ("sample", "suggested")}
 
 
 def settings() -> dict:
@@ -125,8 +130,9 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
         if arm.startswith("budget"):
             from noiseal_ray.review import select_for_review
 
-            spread = {"budget": "suggested", "budget-given": "given"}[arm]
-            ids = select_for_review(run_dir=base / "none", budget=budget, spread=spread).column("id").to_pylist()
+            rule, spread = BUDGET_ARMS[arm]
+            ids = select_for_review(run_dir=base / "none", budget=budget, rule=rule,
+                                    spread=spread).column("id").to_pylist()
         else:
             all_ids = pq.read_table(labels, columns=["id"]).column("id").to_pylist()
             rng = np.random.default_rng(10_000 + seed)
@@ -166,7 +172,7 @@ def render(results: dict, *, budget: int, command: str) -> str:
                 if arm != "none" and "none" in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, arm, k), []).append(100 * (r[k] - arms["none"][k]))
-            for b in ("budget", "budget-given"):
+            for b in BUDGET_ARMS:
                 if b in arms and "random" in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, f"{b} - random", k), []).append(100 * (arms[b][k] - arms["random"][k]))
@@ -185,7 +191,7 @@ def render(results: dict, *, budget: int, command: str) -> str:
               "| setting | comparison | final-label acc | test acc (last) | seeds ahead (final / test) |",
               "|---|---|---|---|---|"]
     for name in results:
-        for comp in ("budget", "random", "budget-given", "budget - random", "budget-given - random"):
+        for comp in ("random", *BUDGET_ARMS, *(f"{b} - random" for b in BUDGET_ARMS)):
             f, t = deltas.get((name, comp, "final_accuracy")), deltas.get((name, comp, "test_accuracy_last"))
             if not f:
                 continue

@@ -12,6 +12,12 @@ them with random picks):
   is neither the given one nor the model's argmax, an upper bound of that probability is used).
 * ``disagree``: the number of distinct opinions among the given label, the strong model's argmax
   and the annotator's answer, plus one where the weak model rejects the given label; ties by doubt.
+* ``random``: a seeded hash of the id: an audit sample. A wrong label the run is sure of (a
+  confident error, common under systematic noise) looks right to every score; only a random pick
+  finds it, and its review teaches the rerun what the run could not see.
+* ``sample``: drawn at random with chance proportional to doubt (weighted sampling without
+  replacement by the key log(u) / doubt): mostly doubtful rows, sometimes a confident one.
+* ``mixed``: half the budget by ``doubt``, the other half by ``random`` among the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ("doubt", "disagree")
+RULES = ("doubt", "disagree", "random", "sample", "mixed")
 DEFAULT_RULE = "doubt"
 # Which class a pick counts against when the budget is spread: the suggested (final) label, the
 # given label (each given class's own noise gets looked at), or none (the top N overall).
@@ -43,12 +49,24 @@ def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_give
     return np.where(final == given, pg, np.where(final == pred, pp, other))
 
 
+def id_uniform(ids, *, seed: int) -> np.ndarray:
+    """A seeded uniform in (0, 1) per id, (n,) float64: the same in every process and batch order."""
+    import hashlib
+
+    h = [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode("utf-8"), digest_size=8).digest(), "little")
+         for i in ids]
+    return (np.asarray(h, dtype=np.float64) + 0.5) / 2.0 ** 64
+
+
 def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np.ndarray, llm: np.ndarray,
-                    p_given: np.ndarray, pred_prob: np.ndarray, weak_rejects: np.ndarray) -> np.ndarray:
+                    p_given: np.ndarray, pred_prob: np.ndarray, weak_rejects: np.ndarray,
+                    u: np.ndarray | None = None) -> np.ndarray:
     """How much a review of each row is worth under ``rule`` (``RULES``): (n,) float64, higher first.
 
     Labels (n,) int64 (``llm`` -1 where the annotator gave none); ``weak_rejects`` (n,) bool: the
-    weak model's probability of the given label is under its threshold.
+    weak model's probability of the given label is under its threshold; ``u`` (n,) a seeded uniform
+    per row (``id_uniform``), needed by ``random`` and ``sample`` (``mixed`` is scored per half by
+    ``select_for_review``).
     """
     doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
     if rule == "doubt":
@@ -56,6 +74,12 @@ def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np
     if rule == "disagree":
         opinions = 1 + (pred != given) + ((llm >= 0) & (llm != given) & (llm != pred))
         return opinions + np.asarray(weak_rejects, dtype=np.float64) + doubt / 2
+    if rule in ("random", "sample") and u is None:
+        raise ValueError(f"review rule {rule!r} needs a seeded uniform u per row")
+    if rule == "random":
+        return np.asarray(u, np.float64)
+    if rule == "sample":
+        return np.log(np.asarray(u, np.float64)) / np.maximum(doubt, 1e-6)
     raise ValueError(f"unknown review rule {rule!r}; one of {', '.join(RULES)}")
 
 
@@ -87,13 +111,17 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
         bits.append(f"the {annotator} annotator said '{r['llm_label']}'")
     if r.get("weak_rejects"):
         bits.append("the weak model rejects the given label")
-    return "; ".join(bits) + f" ({r['partition']})."
+    lead = {"random": "picked at random, an audit of what every score may miss: ",
+            "sample": "drawn with chance proportional to its doubt: "}.get(r.get("rule", ""), "")
+    return lead + "; ".join(bits) + f" ({r['partition']})."
 
 
 def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: str = DEFAULT_SPREAD):
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
-    ``review_priority`` and ``review_why``, highest priority first; ``spread`` (``SPREADS``): at
-    most ceil(budget / C) per suggested or given class while other classes have rows (``spread_pick``).
+    ``review_priority`` and ``review_why``, highest priority first (``mixed``: its doubt half, then
+    its random half); ``spread`` (``SPREADS``): at most ceil(budget / C) per suggested or given
+    class while other classes have rows (``spread_pick``). ``random`` and ``sample`` draw with the
+    run's seed: the same run gives the same picks.
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
     ``labels.parquet``; memory holds only rows that can still be picked (``_candidate_rows``: at
@@ -102,7 +130,7 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     import pyarrow as pa
 
     from noiseal_ray.errors import ConfigError
-    from noiseal_ray.report import iter_batches, open_run, read_config, read_json
+    from noiseal_ray.report import open_run, read_config, read_json
 
     if budget < 1:
         raise ConfigError(f"--budget must be at least 1, got {budget}")
@@ -112,26 +140,42 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
         raise ConfigError(f"unknown spread {spread!r}; choose one of {', '.join(SPREADS)}")
     run = open_run(run_dir)
     config, metrics = read_config(run), read_json(run / "metrics.json")
-    names = [str(n) for n in metrics.get("label_names") or []]
-    tau_w = np.asarray(((metrics.get("final") or {}).get("thresholds") or {}).get("weak") or [0.0], np.float64)
+    ctx = {"run": run, "names": [str(n) for n in metrics.get("label_names") or []], "spread": spread,
+           "seed": int(config.get("seed") or 0),
+           "tau_w": np.asarray(((metrics.get("final") or {}).get("thresholds") or {}).get("weak") or [0.0], np.float64)}
+    if rule == "mixed":
+        chosen = _pick(**ctx, rule="doubt", budget=-(-budget // 2), exclude=frozenset())
+        chosen += _pick(**ctx, rule="random", budget=budget - len(chosen),
+                        exclude=frozenset(str(k["id"]) for k in chosen))
+    else:
+        chosen = _pick(**ctx, rule=rule, budget=budget, exclude=frozenset())
+    annotator = str(config.get("annotator") or "none")
+    return pa.table({"id": pa.array([str(k["id"]) for k in chosen], pa.string()),
+                     "review_priority": pa.array([k["priority"] for k in chosen], pa.float64()),
+                     "review_why": pa.array([why(k, doubt=k["doubt"], annotator=annotator) for k in chosen],
+                                            pa.string())})
+
+
+def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: int, rule: str, budget: int,
+          exclude: frozenset) -> list[dict]:
+    """``select_for_review``'s picks under one rule as candidate dicts (``_batch_candidates``),
+    never an id in ``exclude``; fewer than ``budget`` only where the run has fewer rows left."""
+    from noiseal_ray.report import iter_batches
+
+    if budget < 1:
+        return []
     cols = ["id", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "p_weak",
             "partition", "reviewed"]
     cap = budget if spread == "none" else -(-budget // max(len(names), 1))
     keep: list[dict] = []
     for b in iter_batches(run / "labels.parquet", cols):
-        keep = _merge(keep + _batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread,
-                                                  budget=budget, cap=cap), budget=budget, cap=cap)
+        keep = _merge(keep + _batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget,
+                                                  cap=cap, seed=seed, exclude=exclude), budget=budget, cap=cap)
     if not keep:
-        return pa.table({"id": pa.array([], pa.string()), "review_priority": pa.array([], pa.float64()),
-                         "review_why": pa.array([], pa.string())})
+        return []
     pick = spread_pick(priority=np.array([k["priority"] for k in keep]), classes=np.array([k["cls"] for k in keep]),
                        budget=budget, num_classes=1 if spread == "none" else len(names))
-    annotator = str(config.get("annotator") or "none")
-    chosen = [keep[i] for i in pick]
-    return pa.table({"id": pa.array([str(k["id"]) for k in chosen], pa.string()),
-                     "review_priority": pa.array([k["priority"] for k in chosen], pa.float64()),
-                     "review_why": pa.array([why(k, doubt=k["doubt"], annotator=annotator) for k in chosen],
-                                            pa.string())})
+    return [{**keep[i], "rule": rule} for i in pick]
 
 
 def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str = DEFAULT_SPREAD) -> list[dict]:
@@ -149,9 +193,10 @@ def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str =
 
 
 def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spread: str, budget: int,
-                      cap: int) -> list[dict]:
+                      cap: int, seed: int = 0, exclude: frozenset = frozenset()) -> list[dict]:
     """The rows of a labels.parquet record batch ``b`` that can still be among the picks (never a
-    reviewed one), as dicts with their priority, doubt and class (``_candidate_rows``)."""
+    reviewed one, nor an id in ``exclude``), as dicts with their priority, doubt and class
+    (``_candidate_rows``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -165,12 +210,16 @@ def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spre
     tw = tau_w[np.clip(given, 0, None)] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
     rejects = np.nan_to_num(floats("p_weak"), nan=1.0) < tw
     p_given, pred_prob = floats("p_strong"), floats("pred_prob")
+    ids = b.column("id").to_pylist()
+    u = id_uniform(ids, seed=seed) if rule in ("random", "sample") else None
     prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm, p_given=p_given,
-                           pred_prob=pred_prob, weak_rejects=rejects)
+                           pred_prob=pred_prob, weak_rejects=rejects, u=u)
     doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
     ok = np.ones(len(given), bool)
     if "reviewed" in b.schema.names:
         ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
+    if exclude:
+        ok &= np.array([str(i) not in exclude for i in ids], dtype=bool)
     by = given if spread == "given" else final
     rows = np.flatnonzero(ok)[_candidate_rows(prio[ok], by[ok], budget=budget, cap=cap)]
     sub = b.take(pa.array(rows, pa.int64())).to_pylist()

@@ -170,6 +170,35 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
     assert top["review_priority"].min() >= picked["review_priority"].min()  # no cap: the 30 highest overall
 
 
+def test_random_sample_and_mixed_rules_are_seeded_and_disjoint(run):
+    from noiseal_ray.review import select_for_review
+
+    labels = pq.read_table(run / "labels.parquet").to_pandas()
+    reviewed = set(labels["id"][:20])
+    doubt = select_for_review(run_dir=run, budget=30, rule="doubt").to_pandas()
+    rand = select_for_review(run_dir=run, budget=30, rule="random").to_pandas()
+    # An audit sample: the same run gives the same picks, never a reviewed row, and they are not the doubt picks.
+    assert rand["id"].tolist() == select_for_review(run_dir=run, budget=30, rule="random").to_pandas()["id"].tolist()
+    assert len(rand) == 30 and rand["id"].is_unique and not set(rand["id"]) & reviewed
+    assert len(set(rand["id"]) & set(doubt["id"])) < 15
+    assert all(w.startswith("picked at random") for w in rand["review_why"])
+    # Spread over the 281 unreviewed rows at random: the picks' mean position is near the middle.
+    pos = labels.reset_index().set_index("id").loc[rand["id"], "index"]
+    assert 90 < pos.mean() < 210
+    sample = select_for_review(run_dir=run, budget=30, rule="sample", spread="none").to_pandas()
+    full = select_for_review(run_dir=run, budget=280, rule="doubt", spread="none").to_pandas()
+    d = dict(zip(full["id"], full["review_priority"]))
+    # Weighted by doubt: more doubtful than random picks on the mean, but not only the top 30.
+    assert np.mean([d[i] for i in sample["id"]]) > np.mean([d.get(i, 0.0) for i in rand["id"]])
+    assert set(sample["id"]) != set(select_for_review(run_dir=run, budget=30, rule="doubt", spread="none")
+                                    .to_pandas()["id"])
+    mixed = select_for_review(run_dir=run, budget=30, rule="mixed").to_pandas()
+    assert len(mixed) == 30 and mixed["id"].is_unique and not set(mixed["id"]) & reviewed
+    half = select_for_review(run_dir=run, budget=15, rule="doubt").to_pandas()
+    assert mixed["id"][:15].tolist() == half["id"].tolist()  # the doubt half first, then the random half
+    assert sum(w.startswith("picked at random") for w in mixed["review_why"]) == 15
+
+
 def test_export_budget_writes_the_picks_in_order_with_why(run, tmp_path):
     from noiseal_ray.export import export_review, read_review
     from noiseal_ray.review import select_for_review
