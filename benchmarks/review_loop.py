@@ -14,8 +14,9 @@ epoch + 3 rounds, max_length 32, 2 workers):
 * ``random``: rerun with N rows drawn uniformly (seeded), each labelled with its true label.
 * ``budget-given``: as ``budget``, with the picks spread over the given classes instead of the
   suggested ones (``--spread given``).
-* ``budget-mixed`` / ``budget-sample``: the ``mixed`` rule (half by doubt, half at random) and the
-  ``sample`` rule (at random, weighted by doubt).
+* ``budget-mixed`` / ``budget-sample`` / ``budget-cover``: the ``mixed`` rule (half by doubt, half
+  at random), the ``sample`` rule (at random, weighted by doubt) and the ``cover`` rule (one row per
+  cluster of the final model's embeddings).
 
 Reports final-label accuracy (the corpus the user gets, reviewed rows included) and last-round
 test accuracy per arm, and how many of the picked rows ``none`` had wrong. Writes
@@ -33,10 +34,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "review_loop.md"
-ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample")
+ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample", "budget-cover")
 # A budget arm -> (rule, spread) of noiseal_ray.review.select_for_review.
 BUDGET_ARMS = {"budget": ("doubt", "suggested"), "budget-given": ("doubt", "given"),
-               "budget-mixed": ("mixed", "suggested"), "budget-sample": ("sample", "suggested")}
+               "budget-mixed": ("mixed", "suggested"), "budget-sample": ("sample", "suggested"),
+               "budget-cover": ("cover", "suggested")}
 
 
 def settings() -> dict:
@@ -102,7 +104,7 @@ def rule_study(*, run_dir: Path, budget: int) -> dict:
     wrong = {i: f != c for i, f, c in zip(t["id"], t["final_label"], t["clean_label"])}
     out = {"corpus": sum(wrong.values()) / len(wrong)}
     for rule in RULES:
-        for spread in SPREADS:
+        for spread in SPREADS if rule != "cover" else ("suggested",):  # cover spreads by its clusters
             ids = select_for_review(run_dir=run_dir, budget=budget, rule=rule, spread=spread).column("id").to_pylist()
             out[f"{rule}, by {spread}"] = sum(wrong[i] for i in ids) / len(ids)
     return out

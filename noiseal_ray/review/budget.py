@@ -18,6 +18,8 @@ them with random picks):
 * ``sample``: drawn at random with chance proportional to doubt (weighted sampling without
   replacement by the key log(u) / doubt): mostly doubtful rows, sometimes a confident one.
 * ``mixed``: half the budget by ``doubt``, the other half by ``random`` among the rest.
+* ``cover``: one row per cluster of the final model's embeddings, the most doubtful of its typical
+  half (``noiseal_ray.review.cover``); it embeds the corpus once, so it costs a scoring pass.
 """
 
 from __future__ import annotations
@@ -26,36 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ("doubt", "disagree", "random", "sample", "mixed")
+from noiseal_ray.review.scores import batch_doubt, final_prob, id_uniform, label_codes
+
+RULES = ("doubt", "disagree", "random", "sample", "mixed", "cover")
 DEFAULT_RULE = "doubt"
 # Which class a pick counts against when the budget is spread: the suggested (final) label, the
 # given label (each given class's own noise gets looked at), or none (the top N overall).
 SPREADS = ("suggested", "given", "none")
 DEFAULT_SPREAD = "suggested"
-
-
-def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_given: np.ndarray,
-               pred_prob: np.ndarray) -> np.ndarray:
-    """The strong model's probability of each row's final label, (n,) float64.
-
-    Labels (n,) int; ``p_given`` (n,) its probability of the given label, ``pred_prob`` (n,) of its
-    argmax ``pred``. For a final label that is neither (an annotator's), the bound
-    min(pred_prob, 1 - pred_prob - p_given) (the argmax is the most probable label, and the three
-    probabilities sum to at most 1). NaN scores count as 0.5.
-    """
-    pg = np.nan_to_num(np.asarray(p_given, np.float64), nan=0.5)
-    pp = np.nan_to_num(np.asarray(pred_prob, np.float64), nan=0.5)
-    other = np.clip(np.minimum(pp, 1.0 - pp - np.where(given != pred, pg, 0.0)), 0.0, 1.0)
-    return np.where(final == given, pg, np.where(final == pred, pp, other))
-
-
-def id_uniform(ids, *, seed: int) -> np.ndarray:
-    """A seeded uniform in (0, 1) per id, (n,) float64: the same in every process and batch order."""
-    import hashlib
-
-    h = [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode("utf-8"), digest_size=8).digest(), "little")
-         for i in ids]
-    return (np.asarray(h, dtype=np.float64) + 0.5) / 2.0 ** 64
 
 
 def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np.ndarray, llm: np.ndarray,
@@ -112,14 +92,16 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
     if r.get("weak_rejects"):
         bits.append("the weak model rejects the given label")
     lead = {"random": "picked at random, an audit of what every score may miss: ",
-            "sample": "drawn with chance proportional to its doubt: "}.get(r.get("rule", ""), "")
+            "sample": "drawn with chance proportional to its doubt: ",
+            "cover": f"the most doubtful typical row of a region of about {r.get('cluster_size')} similar rows: ",
+            }.get(r.get("rule", ""), "")
     return lead + "; ".join(bits) + f" ({r['partition']})."
 
 
 def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: str = DEFAULT_SPREAD):
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
     ``review_priority`` and ``review_why``, highest priority first (``mixed``: its doubt half, then
-    its random half); ``spread`` (``SPREADS``): at most ceil(budget / C) per suggested or given
+    its random half; ``cover``: its cluster picks, then any filled by doubt); ``spread`` (``SPREADS``): at most ceil(budget / C) per suggested or given
     class while other classes have rows (``spread_pick``). ``random`` and ``sample`` draw with the
     run's seed: the same run gives the same picks.
 
@@ -146,6 +128,13 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     if rule == "mixed":
         chosen = _pick(**ctx, rule="doubt", budget=-(-budget // 2), exclude=frozenset())
         chosen += _pick(**ctx, rule="random", budget=budget - len(chosen),
+                        exclude=frozenset(str(k["id"]) for k in chosen))
+    elif rule == "cover":
+        from noiseal_ray.review.cover import select_cover
+
+        chosen = select_cover(run=run, names=ctx["names"], budget=budget, seed=ctx["seed"], exclude=frozenset())
+        # Clusters whose rows were all reviewed give none: the rest of the budget goes by doubt.
+        chosen += _pick(**ctx, rule="doubt", budget=budget - len(chosen),
                         exclude=frozenset(str(k["id"]) for k in chosen))
     else:
         chosen = _pick(**ctx, rule=rule, budget=budget, exclude=frozenset())
@@ -200,21 +189,18 @@ def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spre
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def codes(c: str) -> np.ndarray:
-        return pc.fill_null(pc.index_in(b.column(c), value_set=pa.array(names)), -1).to_numpy().astype(np.int64)
-
     def floats(c: str) -> np.ndarray:
         return b.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
 
-    given, final, pred, llm = codes("given_label"), codes("final_label"), codes("pred_label"), codes("llm_label")
+    given, final, pred, llm = (label_codes(b, c, names) for c in ("given_label", "final_label", "pred_label",
+                                                                    "llm_label"))
     tw = tau_w[np.clip(given, 0, None)] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
     rejects = np.nan_to_num(floats("p_weak"), nan=1.0) < tw
-    p_given, pred_prob = floats("p_strong"), floats("pred_prob")
     ids = b.column("id").to_pylist()
     u = id_uniform(ids, seed=seed) if rule in ("random", "sample") else None
-    prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm, p_given=p_given,
-                           pred_prob=pred_prob, weak_rejects=rejects, u=u)
-    doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
+    prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm, p_given=floats("p_strong"),
+                           pred_prob=floats("pred_prob"), weak_rejects=rejects, u=u)
+    doubt = batch_doubt(b, names=names)
     ok = np.ones(len(given), bool)
     if "reviewed" in b.schema.names:
         ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)

@@ -323,3 +323,40 @@ def test_labels_and_counts_of_a_round_table_with_reviewed_rows():
     assert s["recovery"]["fixed"] == 0.5  # the reviewer fixed one of the two wrong given labels
     # The run's own calls: one wrong label outside the reviewed row (c, kept in R), one right label changed (b).
     assert s["detection"]["recall"] == 0.0 and s["correction"]["precision"] == 0.0
+
+
+def test_cover_pick_takes_the_most_doubtful_typical_row_of_each_cluster():
+    from noiseal_ray.review.cover import cover_pick
+
+    assign = np.array([0, 0, 0, 0, 1, 1, 2])
+    dist = np.array([0.1, 0.2, 0.9, 0.3, 0.5, 0.5, 0.0])
+    doubt = np.array([0.2, 0.5, 0.99, 0.5, 0.1, 0.3, 0.0])
+    # Cluster 0's most doubtful row (2) is an outlier beyond the median: of the typical rows, the
+    # most doubtful ties (1 and 3) go to the nearer one.
+    got = cover_pick(assign=assign, dist=dist, doubt=doubt, median=np.array([0.25, 0.5, 0.0]))
+    assert got == {0: 1, 1: 5, 2: 6}
+
+
+def test_cover_rule_gives_one_row_per_region_of_the_corpus(run, tiny_encoder, tmp_path):
+    """The cover rule embeds the rows with the run's model (the tiny encoder here: its embeddings
+    are untrained but deterministic) and picks one row per k-means cluster."""
+    import shutil
+
+    from noiseal_ray.models.bundle import new_bundle, save_bundle
+    from noiseal_ray.review import select_for_review
+
+    own = tmp_path / "run"
+    shutil.copytree(run, own)
+    names = json.loads((own / "metrics.json").read_text())["label_names"]
+    save_bundle(new_bundle(strong_model=tiny_encoder, label_names=names, max_length=16, weak_embed_dim=8,
+                           weak_hidden=8, seed=0), own / "model", include_weak=False)
+    labels = pq.read_table(own / "labels.parquet").to_pandas()
+    picked = select_for_review(run_dir=own, budget=25, rule="cover").to_pandas()
+    assert len(picked) == 25 and picked["id"].is_unique and not set(picked["id"]) & set(labels["id"][:20])
+    assert picked["review_priority"].is_monotonic_decreasing
+    assert all(w.startswith("the most doubtful typical row of a region of about") for w in picked["review_why"])
+    again = select_for_review(run_dir=own, budget=25, rule="cover").to_pandas()
+    assert again["id"].tolist() == picked["id"].tolist()  # seeded: the same run gives the same picks
+    # Regions, not doubt: the cover picks are not simply the 25 most doubtful rows.
+    top = select_for_review(run_dir=own, budget=25, rule="doubt", spread="none").to_pandas()
+    assert set(picked["id"]) != set(top["id"])
