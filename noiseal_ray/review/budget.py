@@ -132,6 +132,10 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     elif rule == "cover":
         from noiseal_ray.review.cover import select_cover
 
+        if not (run / "model" / "noiseal_model.json").is_file():
+            raise ConfigError(f"--rule cover embeds the rows with the run's final model, and {run / 'model'} "
+                              "holds none (a run that has not finished?); choose another --rule")
+
         chosen = select_cover(run=run, names=ctx["names"], budget=budget, seed=ctx["seed"], exclude=frozenset())
         # Clusters whose rows were all reviewed give none: the rest of the budget goes by doubt.
         chosen += _pick(**ctx, rule="doubt", budget=budget - len(chosen),

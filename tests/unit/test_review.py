@@ -347,6 +347,10 @@ def test_cover_rule_gives_one_row_per_region_of_the_corpus(run, tiny_encoder, tm
 
     own = tmp_path / "run"
     shutil.copytree(run, own)
+    from noiseal_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--rule cover embeds the rows with the run's final model"):
+        select_for_review(run_dir=own, budget=25, rule="cover")
     names = json.loads((own / "metrics.json").read_text())["label_names"]
     save_bundle(new_bundle(strong_model=tiny_encoder, label_names=names, max_length=16, weak_embed_dim=8,
                            weak_hidden=8, seed=0), own / "model", include_weak=False)
