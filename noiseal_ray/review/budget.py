@@ -101,8 +101,9 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
 def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: str = DEFAULT_SPREAD):
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
     ``review_priority`` and ``review_why``, highest priority first (``mixed``: its doubt half, then
-    its random half; ``cover``: its cluster picks, then any filled by doubt); ``spread`` (``SPREADS``): at most ceil(budget / C) per suggested or given
-    class while other classes have rows (``spread_pick``). ``random`` and ``sample`` draw with the
+    its random half; ``cover``: its cluster picks, then any filled by doubt); ``spread``
+    (``SPREADS``, not used by ``cover``): at most ceil(budget / C) per suggested or given class
+    while other classes have rows (``spread_pick``). ``random`` and ``sample`` draw with the
     run's seed: the same run gives the same picks.
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
@@ -135,7 +136,6 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
         if not (run / "model" / "noiseal_model.json").is_file():
             raise ConfigError(f"--rule cover embeds the rows with the run's final model, and {run / 'model'} "
                               "holds none (a run that has not finished?); choose another --rule")
-
         chosen = select_cover(run=run, names=ctx["names"], budget=budget, seed=ctx["seed"], exclude=frozenset())
         # Clusters whose rows were all reviewed give none: the rest of the budget goes by doubt.
         chosen += _pick(**ctx, rule="doubt", budget=budget - len(chosen),
