@@ -181,13 +181,13 @@ def render(results: dict, *, budget: int, command: str) -> str:
     studies = [(name, seed, arms["none"]["rules"]) for name, seeds in results.items()
                for seed, arms in sorted(seeds.items()) if "rules" in arms.get("none", {})]
     if studies:
-        keys = list(studies[0][2])
+        keys = list(dict.fromkeys(k for _, _, st in studies for k in st))  # older results name fewer rules
         lines += ["", f"Which rows a budget picks: the share of the {budget} picks whose final label the run "
                   "without review had wrong, per rule (`noiseal_ray.review.RULES`; the class spread caps each "
                   "suggested class at ceil(N / C) picks while others have rows); `corpus` is the share over "
                   "all rows, what random picks get on average.", "",
                   "| setting | seed | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-        lines += [f"| {name} | {seed} | " + " | ".join(f"{100 * st[k]:.1f}%" for k in keys) + " |"
+        lines += [f"| {name} | {seed} | " + " | ".join(f"{100 * st[k]:.1f}%" if k in st else "-" for k in keys) + " |"
                   for name, seed, st in studies]
     lines += ["", "Differences in points, mean ± standard deviation over seeds (each seed's own pair):", "",
               "| setting | comparison | final-label acc | test acc (last) | seeds ahead (final / test) |",
