@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noiseal_ray.review.scores import batch_doubt, final_prob, id_uniform, label_codes
+from noiseal_ray.review.scores import final_prob, id_uniform, label_codes
 
 RULES = ("doubt", "disagree", "random", "sample", "mixed", "cover")
 DEFAULT_RULE = "doubt"
@@ -49,6 +49,12 @@ def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np
     ``select_for_review``).
     """
     doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
+    return _rank(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=weak_rejects, u=u)
+
+
+def _rank(*, rule: str, doubt: np.ndarray, given: np.ndarray, pred: np.ndarray, llm: np.ndarray,
+          weak_rejects: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+    """``review_priority`` from each row's doubt (n,) (1 - ``final_prob``), computed once by the caller."""
     if rule == "doubt":
         return doubt
     if rule == "disagree":
@@ -202,9 +208,9 @@ def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spre
     rejects = np.nan_to_num(floats("p_weak"), nan=1.0) < tw
     ids = b.column("id").to_pylist()
     u = id_uniform(ids, seed=seed) if rule in ("random", "sample") else None
-    prio = review_priority(rule=rule, given=given, final=final, pred=pred, llm=llm, p_given=floats("p_strong"),
-                           pred_prob=floats("pred_prob"), weak_rejects=rejects, u=u)
-    doubt = batch_doubt(b, names=names)
+    doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=floats("p_strong"),
+                             pred_prob=floats("pred_prob"))
+    prio = _rank(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=rejects, u=u)
     ok = np.ones(len(given), bool)
     if "reviewed" in b.schema.names:
         ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)

@@ -48,6 +48,8 @@ def select_cover(*, run: Path, names: list[str], budget: int, seed: int, exclude
     from noiseal_ray.score import Scorer
 
     scorer = Scorer(model_dir=str(run / "model"), with_embedding=True)
+    n = pads.dataset(str(run / "labels.parquet"), format="parquet").count_rows()
+    fit_share = min(1.0, FIT_ROWS / max(n, 1))  # the share of rows the k-means fit sees
     cols = ["id", "text", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "partition",
             "reviewed"]
 
@@ -66,8 +68,6 @@ def select_cover(*, run: Path, names: list[str], budget: int, seed: int, exclude
                 emb = scorer({"text": np.asarray(b.column("text").to_pylist(), object)[rows]})["embedding"]
                 yield b, rows, emb
 
-    n = pads.dataset(str(run / "labels.parquet"), format="parquet").count_rows()
-    fit_share = min(1.0, FIT_ROWS / max(n, 1))
     parts = list(batches(fit_only=fit_share < 1.0))
     if not parts:
         return []
