@@ -11,7 +11,7 @@ EXTRAS="llm-cpu,bench"
 [ "${1:-}" = "--test" ] && EXTRAS="llm-cpu,bench,test"
 
 # --test: headless Chromium for tests/report (Debian's package; skipped without apt-get or when present).
-# Under CI a missing browser fails the browser test, so say loudly when it could not be installed.
+# A missing browser skips the browser test (apt may not reach a mirror), so say loudly when it could not be installed.
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
   # Wait for another apt (a fresh machine may be updating its lists) instead of failing on its lock.

@@ -42,9 +42,11 @@ def browser(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, require) -> Path:
-    require(chromium() is not None,
-            "chromium not installed (Debian: apt-get install chromium; scripts/setup.sh --test does it)")
+def run_dir(tmp_path_factory) -> Path:
+    # A system package, not a pip one: setup installs it where apt-get can reach Debian's mirror,
+    # which CI machines do not always do, so its absence skips even under CI (unlike `require`).
+    if chromium() is None:
+        pytest.skip("chromium not installed (Debian: apt-get install chromium; scripts/setup.sh --test tries)")
     real = os.environ.get("NOISEAL_REPORT_RUN")
     dst = tmp_path_factory.mktemp("browser") / "run"
     if real:
