@@ -14,6 +14,11 @@ SHARED_DATA = Path(os.environ.get("NOISEAL_SHARED_DATA", ROOT.parent / "shared" 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every module starts and stops its own Ray (tests/llm shares one per package). A thread a failed
+# test left running (Ray Data's executor after a timeout, a status poller) must not silently start
+# a fresh local cluster after that shutdown: every later module's ray.init would then error.
+# Read when ray is imported, which no test does before this file runs.
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 
 
 def _require(available: bool, reason: str) -> None:
