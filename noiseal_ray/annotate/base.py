@@ -6,7 +6,7 @@ plain Python objects; annotators never see Ray. Label ids are indices into ``lab
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence
 
 
@@ -73,6 +73,23 @@ class AnnotatorSpec:
     # The Ray Serve app answering the requests when this run deployed it (the driver watches its
     # replicas); None for an external endpoint or an annotator without a service.
     serve_app: str | None = None
+    # Requests that app holds at full scale (max replicas x target in flight per replica); None:
+    # unknown (an external endpoint). The annotate stage splits it over its actors.
+    capacity: int | None = None
+
+    def for_actors(self, actors: int) -> "AnnotatorSpec":
+        """This spec with each of ``actors`` annotators sending at most its share of ``capacity``.
+
+        More requests than the deployment is sized for only queue at its replicas; once the
+        queue outlasts the client's timeout, every request times out and is resent behind the
+        others, and nothing completes (seen on a slow 2-core machine with long prompts).
+        """
+        if self.capacity is None or "concurrency" not in self.options:
+            return self
+        share = max(1, -(-self.capacity // max(actors, 1)))
+        if share >= self.options["concurrency"]:
+            return self
+        return replace(self, options={**self.options, "concurrency": share})
 
 
 class Annotator(Protocol):

@@ -48,6 +48,23 @@ __all__ = ["CACHE_DIRNAME", "LLMAnnotator", "auth_headers", "check_endpoint", "l
 log = logging.getLogger(__name__)
 
 
+BACKOFF_CAP_S = 30.0  # the longest wait between two attempts of one request (plus jitter)
+
+
+def longest_annotate_s(*, queries: int, concurrency: int, timeout_s: float, retries: int,
+                       cold_start_timeout_s: float | None, backoff_s: float = 0.5) -> float:
+    """Upper bound, in seconds, on one ``LLMAnnotator.annotate`` call over ``queries`` uncached
+    queries with these options: every request makes at most ``retries + 1`` attempts of at most
+    its timeout, with capped backoffs between them; the first goes alone with the cold-start
+    timeout; the rest run ``concurrency`` at a time. A slow server is slow, not hung, until then.
+    """
+    def one(seconds: float) -> float:
+        return (retries + 1) * seconds + retries * (BACKOFF_CAP_S + backoff_s)
+
+    first = one(cold_start_timeout_s) if cold_start_timeout_s else 0.0
+    return first + -(-max(queries, 0) // max(concurrency, 1)) * one(timeout_s)
+
+
 def _timeout(seconds: float) -> Any:
     """httpx's timeout for a request allowed ``seconds``: connecting gets at most 10 s of it."""
     import httpx
@@ -174,7 +191,7 @@ class LLMAnnotator:
         retrying = Retrying(
             retry=retry_if_exception_type(Retryable),
             stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(initial=self.backoff_s, max=30.0, jitter=self.backoff_s),
+            wait=wait_exponential_jitter(initial=self.backoff_s, max=BACKOFF_CAP_S, jitter=self.backoff_s),
             reraise=True,
         )
         try:

@@ -82,7 +82,9 @@ def llm_backend(*, config: RunConfig, run_dir: str) -> Iterator[AnnotatorSpec]:
         return
     try:
         yield AnnotatorSpec(kind="llm", options=options,
-                            serve_app=deployment.app_name if deployment is not None else None)
+                            serve_app=deployment.app_name if deployment is not None else None,
+                            capacity=None if deployment is None
+                            else config.llm_max_replicas * config.llm_target_ongoing_requests)
     finally:
         if deployment is not None:
             from noiseal_ray.annotate.service import teardown_llm_app

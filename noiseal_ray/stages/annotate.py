@@ -16,7 +16,7 @@ import numpy as np
 from noiseal_ray.annotate.base import Demo, Query, gate_answer
 from noiseal_ray.annotate.demos import PoolHandle, demo_pool
 from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_annotator
-from noiseal_ray.annotate.llm import check_endpoint, normalize_base_url
+from noiseal_ray.annotate.llm import check_endpoint, longest_annotate_s, normalize_base_url
 from noiseal_ray.annotate.replicas import ReplicaWatch, summarise_replicas
 from noiseal_ray.config import RunConfig
 from noiseal_ray.finalize import STAT_KEYS, batch_stats, summarise
@@ -98,7 +98,9 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThreshol
     from ray.data import ActorPoolStrategy
 
     pool_ref = pool.ref if isinstance(pool, PoolHandle) else ray.put(pool)
-    actors = fit_actors(actors=actors, table_dir=scored_dir, batch_rows=max(config.score_batch_size, 256))
+    batch_rows = max(config.score_batch_size, 256)
+    actors = fit_actors(actors=actors, table_dir=scored_dir, batch_rows=batch_rows)
+    spec = spec.for_actors(actors)
     ds = read_dir(path=scored_dir, min_blocks=actors)
     ds = ds.map_batches(
         PartitionAnnotate,
@@ -106,9 +108,28 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThreshol
                                    round_no=round_no, label_names=label_names, demos=config.demos,
                                    class_balanced=config.class_balanced_demos,
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
-        batch_size=max(config.score_batch_size, 256), batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        batch_size=batch_rows, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         num_cpus=0.5)
+    allow_slow_annotator(ds=ds, spec=spec, batch_rows=batch_rows)
     write_dir(ds=ds, final=out_dir)
+
+
+def allow_slow_annotator(*, ds, spec, batch_rows: int) -> None:
+    """Let a batch take as long as the LLM client's own timeouts and retries allow.
+
+    Ray Data fails a dataset that moves no block for 30 minutes; an LLM answering a batch of
+    long prompts on a slow CPU can legitimately take longer (each request is bounded by the
+    client: ``longest_annotate_s``), so the guard is raised to that bound, never lowered.
+    """
+    if spec.kind != "llm":
+        return
+    o = spec.options
+    bound = longest_annotate_s(queries=batch_rows, concurrency=o.get("concurrency", 32),
+                               timeout_s=o.get("timeout_s", 120.0), retries=o.get("retries", 3),
+                               cold_start_timeout_s=o.get("cold_start_timeout_s"))
+    current = ds.context.execution_no_progress_timeout_s
+    if current is not None and 0 < current < bound:
+        ds.context.execution_no_progress_timeout_s = bound
 
 
 def serving_note(serving: dict) -> str:

@@ -305,3 +305,52 @@ def test_without_the_cold_start_wait_the_first_requests_time_out(serve_script: C
     # The request that reached the starting server first (any of the four) waited past its timeout.
     timed_out = [a for a in answers if a.label is None and a.error.startswith("timeout: no answer within 0.5 s")]
     assert len(timed_out) == 1 and sum(a.label == 0 for a in answers) == 3
+
+
+def test_a_hung_server_costs_no_more_than_the_clients_bound(serve_script: Callable[..., FakeServer]) -> None:
+    from noiseal_ray.annotate.llm import longest_annotate_s
+
+    srv = serve_script(first_choice, delay_s=1.5)  # never answers within any timeout below
+    opts = dict(concurrency=2, timeout_s=0.2, retries=0, cold_start_timeout_s=0.4)
+    ann = LLMAnnotator(base_url=srv.url, model="fake-model", **opts)
+    t0 = time.monotonic()
+    answers = ann.annotate(queries=queries(6), label_names=LABELS)
+    took = time.monotonic() - t0
+    assert all(a.label is None and a.error.startswith("timeout") for a in answers)
+    assert len(srv.calls) == 6
+    bound = longest_annotate_s(queries=6, **opts)
+    assert bound == pytest.approx(0.4 + 3 * 0.2)
+    assert took <= bound + 1.0, (took, bound)  # the bound the annotate stage gives Ray Data holds
+
+
+def test_the_annotate_stage_lets_a_slow_llm_outlast_ray_datas_no_progress_guard() -> None:
+    from types import SimpleNamespace
+
+    from noiseal_ray.annotate.base import AnnotatorSpec
+    from noiseal_ray.stages.annotate import allow_slow_annotator
+
+    def guard_after(spec: AnnotatorSpec, current: float) -> float:
+        ds = SimpleNamespace(context=SimpleNamespace(execution_no_progress_timeout_s=current))
+        allow_slow_annotator(ds=ds, spec=spec, batch_rows=256)
+        return ds.context.execution_no_progress_timeout_s
+
+    llm = AnnotatorSpec(kind="llm", options=dict(concurrency=32, timeout_s=120.0, retries=3, cold_start_timeout_s=600.0))
+    # 600 s cold start, then 8 waves of 32, each request 4 attempts of 120 s and 3 backoffs <= 30.5 s.
+    assert guard_after(llm, 1800.0) == pytest.approx(4 * 600 + 3 * 30.5 + 8 * (4 * 120 + 3 * 30.5))
+    assert guard_after(llm, 99999.0) == 99999.0  # raised, never lowered
+    assert guard_after(llm, -1) == -1  # a disabled guard stays disabled
+    assert guard_after(AnnotatorSpec(kind="knn"), 1800.0) == 1800.0
+
+
+def test_annotate_actors_share_the_deployments_capacity_instead_of_queueing_past_it() -> None:
+    from noiseal_ray.annotate.base import AnnotatorSpec
+
+    served = AnnotatorSpec(kind="llm", options=dict(concurrency=32, timeout_s=120.0), serve_app="app", capacity=8)
+    assert served.for_actors(2).options["concurrency"] == 4  # 2 replicas x 4 in flight, over 2 actors
+    assert served.for_actors(3).options["concurrency"] == 3  # rounded up: never below the capacity
+    assert served.for_actors(1).options == dict(concurrency=8, timeout_s=120.0)
+    assert served.options["concurrency"] == 32  # the run's spec itself is left alone
+    roomy = AnnotatorSpec(kind="llm", options=dict(concurrency=4), capacity=64)
+    assert roomy.for_actors(2) is roomy  # a smaller configured concurrency stays
+    external = AnnotatorSpec(kind="llm", options=dict(concurrency=32))  # no deployment: capacity unknown
+    assert external.for_actors(2) is external
