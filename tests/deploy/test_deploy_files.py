@@ -273,14 +273,18 @@ def test_every_application_imports_and_builds(source, require):
     import ray
 
     require(importlib.util.find_spec("vllm") is not None, "vLLM is not installed (scripts/setup.sh installs it)")
+    # ray.serve.llm's builder needs a connected Ray; tests turn Ray's auto-connect off
+    # (tests/conftest.py), so start a small local one here and stop it after.
     started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         for app in yaml.safe_load(serve_configs()[source])["applications"]:
             builder = import_attr(app["import_path"])
             built = builder(app.get("args", {}))
             assert isinstance(built, Application), (app["name"], type(built))
     finally:
-        # ray.serve.llm's builder connects to (or starts) a local Ray; later test modules start their own.
+        # Later test modules start their own.
         if started and ray.is_initialized():
             ray.shutdown()
 
