@@ -287,8 +287,9 @@ def _cold_start_script(wait_s: float, arrivals: list[tuple[int, float, float]]) 
 
 def test_the_first_request_waits_alone_through_a_cold_start(serve_script: Callable[..., FakeServer]) -> None:
     arrivals: list[tuple[int, float, float]] = []
-    srv = serve_script(_cold_start_script(1.5, arrivals))
-    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=0.5, retries=0,
+    # Timeouts of 1 s, not less: answering at once can take half a second on a loaded 2-core machine.
+    srv = serve_script(_cold_start_script(3.0, arrivals))
+    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=1.0, retries=0,
                        cold_start_timeout_s=10.0)
     answers = ann.annotate(queries=queries(12), label_names=LABELS)
     assert [a.label for a in answers] == [0] * 12 and all(a.error is None for a in answers)
@@ -299,11 +300,11 @@ def test_the_first_request_waits_alone_through_a_cold_start(serve_script: Callab
 
 
 def test_without_the_cold_start_wait_the_first_requests_time_out(serve_script: Callable[..., FakeServer]) -> None:
-    srv = serve_script(_cold_start_script(1.5, []))
-    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=0.5, retries=0)
+    srv = serve_script(_cold_start_script(3.0, []))
+    ann = LLMAnnotator(base_url=srv.url, model="fake-model", concurrency=8, timeout_s=1.0, retries=0)
     answers = ann.annotate(queries=queries(4), label_names=LABELS)
     # The request that reached the starting server first (any of the four) waited past its timeout.
-    timed_out = [a for a in answers if a.label is None and a.error.startswith("timeout: no answer within 0.5 s")]
+    timed_out = [a for a in answers if a.label is None and a.error.startswith("timeout: no answer within 1 s")]
     assert len(timed_out) == 1 and sum(a.label == 0 for a in answers) == 3
 
 
