@@ -67,10 +67,12 @@ class FakeServer:
                 try:
                     time.sleep(server.delay_s)
                     status, payload = server.script(body, idx)
-                    self._send(status, payload)
                 finally:
+                    # Before the answer goes out: once the client has it, it may send its next request
+                    # before this thread runs again, and a loaded machine would count one too many.
                     with server.lock:
                         server.in_flight -= 1
+                self._send(status, payload)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
