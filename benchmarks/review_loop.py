@@ -17,6 +17,12 @@ epoch + 3 rounds, max_length 32, 2 workers):
 * ``budget-mixed`` / ``budget-sample`` / ``budget-cover``: the ``mixed`` rule (half by doubt, half
   at random), the ``sample`` rule (at random, weighted by doubt) and the ``cover`` rule (one row per
   cluster of the final model's embeddings).
+* ``budget-audit`` / ``budget-decision``: the picks spread over the run's decisions (each (given,
+  suggested) pair: a kept class or a move between two classes), at random (an audit of each
+  decision) or by doubt within each.
+* ``<arm>-v``: the same picks handed back as an exported review file (with ``none``'s suggested
+  labels) instead of an id,label table, so the rerun also judges ``none``'s moves by them
+  (``noiseal_ray.review.moves``: a move the reviews refute is not applied to unreviewed rows).
 
 Reports final-label accuracy (the corpus the user gets, reviewed rows included) and last-round
 test accuracy per arm, and how many of the picked rows ``none`` had wrong. Writes
@@ -34,11 +40,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "review_loop.md"
-ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample", "budget-cover")
+ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample", "budget-cover",
+        "budget-audit", "budget-decision", "random-v", "budget-v", "budget-audit-v", "budget-decision-v")
 # A budget arm -> (rule, spread) of noiseal_ray.review.select_for_review.
 BUDGET_ARMS = {"budget": ("doubt", "suggested"), "budget-given": ("doubt", "given"),
                "budget-mixed": ("mixed", "suggested"), "budget-sample": ("sample", "suggested"),
-               "budget-cover": ("cover", "suggested")}
+               "budget-cover": ("cover", "suggested"), "budget-audit": ("random", "decision"),
+               "budget-decision": ("doubt", "decision")}
+
+
+# Paired comparisons the report shows: each budget arm against random picks handed back the same
+# way, and each "-v" arm against the same picks as a plain id,label table.
+PAIRS = ([(b, "random") for b in BUDGET_ARMS] + [(f"{b}-v", "random-v") for b in BUDGET_ARMS]
+         + [(f"{a}-v", a) for a in ("random", *BUDGET_ARMS)])
 
 
 def settings() -> dict:
@@ -75,9 +89,10 @@ def _run(*, cfg, out: Path) -> dict:
             "test_accuracy_last": fin["test_accuracy_last"], "seconds": round(time.time() - t0, 1)}
 
 
-def _write_reviewed(*, labels: Path, ids: list[str], out: Path) -> dict:
-    """The simulated review: ``ids`` with their true labels (id,label CSV); how many of them the
-    run had wrong (final label != true label) and how many given labels were wrong."""
+def _write_reviewed(*, labels: Path, ids: list[str], out: Path, suggested: bool = False) -> dict:
+    """The simulated review: ``ids`` with their true labels (an id,label CSV, or with ``suggested``
+    the columns of an exported CSV: id, given_label, suggested_label, review_label); how many of
+    them the run had wrong (final label != true label) and how many given labels were wrong."""
     import pyarrow.parquet as pq
 
     from noiseal_ray.rundir import atomic_write_text
@@ -85,7 +100,11 @@ def _write_reviewed(*, labels: Path, ids: list[str], out: Path) -> dict:
     t = pq.read_table(labels, columns=["id", "given_label", "final_label", "clean_label"]).to_pydict()
     at = {i: k for k, i in enumerate(t["id"])}
     rows = [at[i] for i in ids]
-    lines = ["id,label"] + [f"{t['id'][k]},{t['clean_label'][k]}" for k in rows]
+    if suggested:  # labels and ids of the benchmark's corpora hold no comma or quote
+        lines = ["id,given_label,suggested_label,review_label"] + [
+            f"{t['id'][k]},{t['given_label'][k]},{t['final_label'][k]},{t['clean_label'][k]}" for k in rows]
+    else:
+        lines = ["id,label"] + [f"{t['id'][k]},{t['clean_label'][k]}" for k in rows]
     atomic_write_text(out, "\n".join(lines) + "\n")
     return {"picked": len(rows), "final_wrong": sum(t["final_label"][k] != t["clean_label"][k] for k in rows),
             "given_wrong": sum(t["given_label"][k] != t["clean_label"][k] for k in rows)}
@@ -129,17 +148,18 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
     for arm in arms:
         if arm == "none":
             continue
-        if arm.startswith("budget"):
+        base_arm = arm.removesuffix("-v")
+        if base_arm.startswith("budget"):
             from noiseal_ray.review import select_for_review
 
-            rule, spread = BUDGET_ARMS[arm]
+            rule, spread = BUDGET_ARMS[base_arm]
             ids = select_for_review(run_dir=base / "none", budget=budget, rule=rule,
                                     spread=spread).column("id").to_pylist()
         else:
             all_ids = pq.read_table(labels, columns=["id"]).column("id").to_pylist()
             rng = np.random.default_rng(10_000 + seed)
             ids = [all_ids[i] for i in np.sort(rng.choice(len(all_ids), size=budget, replace=False))]
-        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv")
+        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv", suggested=arm.endswith("-v"))
         print(f"[{name} seed {seed}] {arm}: {picked}", flush=True)
         res[arm] = {**_run(cfg=_config(cell=cell, meta=meta, reviewed=base / f"reviewed-{arm}.csv", warmup_from=warm),
                            out=base / arm), **picked}
@@ -156,7 +176,10 @@ def render(results: dict, *, budget: int, command: str) -> str:
              "Every arm of a seed starts from the same warm-up fit (the `none` run's), so the differences are "
              "the reviewed rows' doing. Final-label accuracy is over the whole corpus, reviewed rows included: "
              "the labels the user ends with. Wrong among picked: how many of the N rows the run without review "
-             "had wrong (final label), and how many of their given labels were wrong.", "",
+             "had wrong (final label), and how many of their given labels were wrong. An arm ending in `-v` hands "
+             "the same kind of picks back as an exported file (with `none`'s suggested labels), so the rerun also "
+             "holds back the moves of `none` that the reviews refute (`noiseal_ray.review.moves`); `budget-audit` "
+             "picks at random within each (given, suggested) pair of `none` (`--rule random --spread decision`).", "",
              "| setting | seed | arm | final-label acc | test acc (last) | wrong among picked (final / given) | "
              "right labels broken | wrong labels fixed | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -174,10 +197,10 @@ def render(results: dict, *, budget: int, command: str) -> str:
                 if arm != "none" and "none" in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, arm, k), []).append(100 * (r[k] - arms["none"][k]))
-            for b in BUDGET_ARMS:
-                if b in arms and "random" in arms:
+            for b, rand in PAIRS:
+                if b in arms and rand in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
-                        deltas.setdefault((name, f"{b} - random", k), []).append(100 * (arms[b][k] - arms["random"][k]))
+                        deltas.setdefault((name, f"{b} - {rand}", k), []).append(100 * (arms[b][k] - arms[rand][k]))
     studies = [(name, seed, arms["none"]["rules"]) for name, seeds in results.items()
                for seed, arms in sorted(seeds.items()) if "rules" in arms.get("none", {})]
     if studies:
@@ -193,11 +216,11 @@ def render(results: dict, *, budget: int, command: str) -> str:
               "| setting | comparison | final-label acc | test acc (last) | seeds ahead (final / test) |",
               "|---|---|---|---|---|"]
     for name in results:
-        for comp in ("random", *BUDGET_ARMS, *(f"{b} - random" for b in BUDGET_ARMS)):
+        for comp in (*(a for a in ARMS if a != "none"), *(f"{b} - {r}" for b, r in PAIRS)):
             f, t = deltas.get((name, comp, "final_accuracy")), deltas.get((name, comp, "test_accuracy_last"))
             if not f:
                 continue
-            label = comp if comp.endswith(" - random") else f"{comp} - none"
+            label = comp if " - " in comp else f"{comp} - none"
             lines.append(f"| {name} | {label} | {np.mean(f):+.1f} ± {np.std(f):.1f} | {np.mean(t):+.1f} ± "
                          f"{np.std(t):.1f} | {sum(x > 0 for x in f)}/{len(f)} / {sum(x > 0 for x in t)}/{len(t)} |")
     return "\n".join(lines) + "\n"

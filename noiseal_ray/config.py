@@ -34,6 +34,10 @@ class RunConfig(BaseModel):
     # list): trusted, never changed, always clean (R), in the demonstration pool and first among
     # a query's demonstrations.
     reviewed: str | list[str] | None = None
+    # A relabeling move (given g -> f) that the reviewed rows an earlier run had moved so refute
+    # with this confidence (P(the move is right less often than not)) is not applied to unreviewed
+    # rows: they keep their given label. None: reviews judge no move (noiseal_ray.review.moves).
+    refute_confidence: float | None = Field(0.9, gt=0.5, lt=1.0)
     max_length: int = Field(128, ge=1)  # tokens; longer texts are truncated and flagged in the output
     # --- compute ------------------------------------------------------------------------
     workers: int = Field(2, ge=1)

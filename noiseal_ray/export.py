@@ -36,7 +36,7 @@ its answer, else the strong model's probability of the suggested label when know
 prediction, or p_strong for a kept given label), else null. Agent: ``noiseal-ray/<annotator>``,
 ``noiseal-ray/strong-model`` or ``noiseal-ray/given-label``.
 
-``read_review(path)`` takes any of the three back to ``DataFrame[id, label]``: the reviewer's
+``read_review(path)`` takes any of the three back to ``DataFrame[id, label, suggested]``: the reviewer's
 label where given (``review_label``; for Argilla, the most frequent response to ``label``), else
 the suggestion (``reviewed_only=True``: only the answered records, which is what
 ``noiseal-ray run --reviewed`` trusts). A plain id,label table (csv, jsonl, parquet) reads too.

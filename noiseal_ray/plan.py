@@ -13,10 +13,23 @@ def _reviewed_line(*, config: RunConfig, corpus) -> str:
     from noiseal_ray.review import read_reviewed_files
 
     files = config.reviewed_files()
-    rows, labels = read_reviewed_files(paths=files, label_names=corpus.label_names, corpus_ids=corpus.ids.to_pylist())
+    rows, labels, suggested = read_reviewed_files(paths=files, label_names=corpus.label_names,
+                                                  corpus_ids=corpus.ids.to_pylist())
     changed = int((corpus.labels[rows] != labels).sum())
-    return (f"reviewed:    {', '.join(files)}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
+    line = (f"reviewed:    {', '.join(files)}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
             "reviewer; never changed, always clean (R), first as demonstrations")
+    if config.refute_confidence is not None and (suggested >= 0).any():
+        from noiseal_ray.review.moves import move_tallies, refuted_moves
+
+        kw = dict(given=corpus.labels[rows].astype("int64"), suggested=suggested, reviewed=labels,
+                  num_classes=len(corpus.label_names))
+        refuted = refuted_moves(**kw, confidence=config.refute_confidence)
+        _, tests = move_tallies(**kw)
+        names = corpus.label_names
+        shown = ", ".join(f"{names[g]} -> {names[f]}" for g, f in zip(*refuted.nonzero()))
+        line += (f"\n             they test {int((tests > 0).sum())} move(s) of the run that exported them; "
+                 f"refuted, so held back: {shown or 'none'}")
+    return line
 
 
 def describe_plan(*, config: RunConfig, out: str) -> str:

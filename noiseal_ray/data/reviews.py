@@ -1,5 +1,5 @@
 """Reading reviewed labels back: any file ``noiseal-ray export`` writes (jsonl, csv, Argilla
-records) or a plain id,label table (csv, jsonl, parquet), as ``DataFrame[id, label]``.
+records) or a plain id,label table (csv, jsonl, parquet), as ``DataFrame[id, label, suggested]``.
 
 ``noiseal_ray.export.read_review`` is this module's ``read_review``; ``noiseal_ray.review.trusted``
 checks what it reads against a corpus.
@@ -56,11 +56,14 @@ def _argilla_answer(d: dict):
 
 
 def _argilla_label(d: dict):
-    """Reviewer's label (``_argilla_answer``) else the suggestion, from an Argilla record dict
-    (suggestions by question, as a list, or flat ``label.suggestion``)."""
+    """Reviewer's label (``_argilla_answer``) else the suggestion, from an Argilla record dict."""
     answer = _argilla_answer(d)
-    if answer is not None:
-        return answer
+    return answer if answer is not None else _argilla_suggestion(d)
+
+
+def _argilla_suggestion(d: dict):
+    """The suggested label of an Argilla record dict (suggestions by question, as a list, or flat
+    ``label.suggestion``), or None."""
     sugg = d.get("suggestions") or {}
     if isinstance(sugg, dict) and isinstance(sugg.get(QUESTION), dict):
         return sugg[QUESTION].get("value")
@@ -72,11 +75,13 @@ def _argilla_label(d: dict):
 
 
 def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bool = False):
-    """Reviewed labels as ``pandas.DataFrame[id, label]`` (strings) from an exported file, or from
+    """Reviewed labels as ``pandas.DataFrame[id, label, suggested]`` (strings) from an exported file, or from
     a plain table of ``id`` and ``label`` (csv, jsonl or parquet).
 
     The format is detected from the extension and the first record. The label is
     ``review_label`` when the reviewer filled it in, else ``suggested_label`` (else ``label``).
+    ``suggested`` is the exporting run's suggested label ("" for a plain table): what a reviewed
+    row tells of that run's decision (``noiseal_ray.review.moves``).
     ``with_lines``: add ``line``, each record's 1-based line in the file (the row for parquet), for
     error messages. ``reviewed_only``: from an exported file, only the records a reviewer answered
     (a ``review_label``, an Argilla response); a plain id,label table is all answers.
@@ -90,27 +95,9 @@ def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bo
         out = _read_plain_parquet(p, with_lines=with_lines)
         return out[out["label"].str.strip() != ""].reset_index(drop=True) if reviewed_only else out
     fmt = _detect(p)
-    ids, labels, lines = [], [], []
     if fmt == "csv":
-        try:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[])
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-        lab_col = "suggested_label" if "suggested_label" in df else "label"
-        missing = {"id", lab_col} - set(df.columns)
-        if missing:
-            raise InputError(f"{p}: not an exported review file nor an id,label table (missing column(s) "
-                             f"{', '.join(sorted(missing))})")
-        review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df), dtype=str)
-        answered = review.str.strip() != ""
-        lab = review.where(answered, df[lab_col])
-        out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str)})
-        if with_lines:
-            out["line"] = range(2, len(df) + 2)  # line 1 is the header
-        if reviewed_only:  # an export: the answered rows; a plain table: the rows with a label
-            keep = answered if lab_col == "suggested_label" else out["label"].str.strip() != ""
-            out = out[keep.to_numpy()].reset_index(drop=True)
-        return out
+        return _read_csv(p, with_lines=with_lines, reviewed_only=reviewed_only)
+    ids, labels, suggested, lines = [], [], [], []
     with p.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -124,7 +111,9 @@ def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bo
             if fmt == "argilla":
                 answer = _argilla_answer(d)
                 label = answer if answer is not None else _argilla_label(d)
+                sugg = _argilla_suggestion(d)
             else:
+                sugg = d.get("suggested_label")
                 answer = d.get("review_label") if d.get("review_label") not in (None, "") else None
                 exported = "suggested_label" in d
                 if not exported and d.get("label") not in (None, ""):
@@ -136,10 +125,38 @@ def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bo
                 raise InputError(f"{p}: line {i} has no id or no label")
             ids.append(str(d["id"]))
             labels.append(str(label))
+            suggested.append("" if sugg is None else str(sugg))
             lines.append(i)
-    out = pd.DataFrame({"id": pd.Series(ids, dtype=object), "label": pd.Series(labels, dtype=object)})
+    out = pd.DataFrame({"id": pd.Series(ids, dtype=object), "label": pd.Series(labels, dtype=object),
+                        "suggested": pd.Series(suggested, dtype=object)})
     if with_lines:
         out["line"] = lines
+    return out
+
+
+def _read_csv(p: Path, *, with_lines: bool, reviewed_only: bool):
+    """``read_review`` of a CSV file: an export (``suggested_label``, ``review_label``) or an id,label table."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    lab_col = "suggested_label" if "suggested_label" in df else "label"
+    missing = {"id", lab_col} - set(df.columns)
+    if missing:
+        raise InputError(f"{p}: not an exported review file nor an id,label table (missing column(s) "
+                         f"{', '.join(sorted(missing))})")
+    review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df), dtype=str)
+    answered = review.str.strip() != ""
+    lab = review.where(answered, df[lab_col])
+    out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str),
+                        "suggested": df[lab_col].astype(str) if lab_col == "suggested_label" else ""})
+    if with_lines:
+        out["line"] = range(2, len(df) + 2)  # line 1 is the header
+    if reviewed_only:  # an export: the answered rows; a plain table: the rows with a label
+        keep = answered if lab_col == "suggested_label" else out["label"].str.strip() != ""
+        out = out[keep.to_numpy()].reset_index(drop=True)
     return out
 
 
@@ -163,7 +180,10 @@ def _read_plain_parquet(p: Path, *, with_lines: bool):
 
     import pandas as pd
 
-    out = pd.DataFrame({"id": as_text(t.column("id")), "label": as_text(t.column("label"))})
+    out = pd.DataFrame({"id": as_text(t.column("id")), "label": as_text(t.column("label")),
+                        "suggested": as_text(t.column("suggested_label")) if "suggested_label" in t.column_names
+                        else ""})
+    out["suggested"] = out["suggested"].fillna("")
     if out["id"].isna().any():
         raise InputError(f"{p}: row {int(out['id'].isna().to_numpy().argmax()) + 1} has no id")
     out["label"] = out["label"].fillna("")

@@ -70,6 +70,7 @@ def report_context(*, data: RunData) -> dict[str, object]:
         "n_reviewed": data.labels.n_reviewed,
         "n_reviewed_changed": data.labels.n_reviewed_changed,
         "n_reviewed_changed_learnt": data.labels.n_reviewed_changed_learnt,
+        "moves": ((data.metrics or {}).get("reviewed") or {}).get("moves") or [],
         "reviewed_file": ", ".join([r] if isinstance(r := data.config.get("reviewed") or [], str) else map(str, r)),
         "n_changed": f"{data.labels.n_changed:,}",
         "n_hard": f"{data.labels.n_hard:,}",

@@ -33,8 +33,10 @@ from noiseal_ray.review.scores import final_prob, id_uniform, label_codes
 RULES = ("doubt", "disagree", "random", "sample", "mixed", "cover")
 DEFAULT_RULE = "doubt"
 # Which class a pick counts against when the budget is spread: the suggested (final) label, the
-# given label (each given class's own noise gets looked at), or none (the top N overall).
-SPREADS = ("suggested", "given", "none")
+# given label (each given class's own noise gets looked at), the run's decision (the pair given ->
+# suggested: each kept class and each move between two classes is one decision, applied to many
+# rows at once, whose few reviews say whether it holds), or none (the top N overall).
+SPREADS = ("suggested", "given", "decision", "none")
 DEFAULT_SPREAD = "suggested"
 
 
@@ -101,6 +103,11 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
             "sample": "drawn with chance proportional to its doubt: ",
             "cover": f"the most doubtful typical row of a region of about {r.get('cluster_size')} similar rows: ",
             }.get(r.get("rule", ""), "")
+    if r.get("spread") == "decision":  # its review is also a test of the run's decision for rows like it
+        move = (f"kept '{r['given_label']}'" if r["final_label"] == r["given_label"]
+                else f"moved '{r['given_label']}' -> '{r['final_label']}'")
+        lead = (f"picked at random among the rows the run {move}, a check of that decision: "
+                if r.get("rule") == "random" else lead + f"among the rows the run {move}: ")
     return lead + "; ".join(bits) + f" ({r['partition']})."
 
 
@@ -109,7 +116,8 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     ``review_priority`` and ``review_why``, highest priority first (``mixed``: its doubt half, then
     its random half; ``cover``: its cluster picks, then any filled by doubt); ``spread``
     (``SPREADS``, not used by ``cover``): at most ceil(budget / C) per suggested or given class
-    while other classes have rows (``spread_pick``). ``random`` and ``sample`` draw with the
+    while other classes have rows (``spread_pick``); ``decision``: at most ceil(budget / C^2) per
+    (given, suggested) pair, so every decision of the run gets a few reviews. ``random`` and ``sample`` draw with the
     run's seed: the same run gives the same picks.
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
@@ -165,7 +173,8 @@ def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: 
         return []
     cols = ["id", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "p_weak",
             "partition", "reviewed"]
-    cap = budget if spread == "none" else -(-budget // max(len(names), 1))
+    groups = _groups(spread, len(names))
+    cap = -(-budget // groups)
     keep: list[dict] = []
     for b in iter_batches(run / "labels.parquet", cols):
         keep = _merge(keep + _batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget,
@@ -173,8 +182,14 @@ def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: 
     if not keep:
         return []
     pick = spread_pick(priority=np.array([k["priority"] for k in keep]), classes=np.array([k["cls"] for k in keep]),
-                       budget=budget, num_classes=1 if spread == "none" else len(names))
-    return [{**keep[i], "rule": rule} for i in pick]
+                       budget=budget, num_classes=groups)
+    return [{**keep[i], "rule": rule, "spread": spread} for i in pick]
+
+
+def _groups(spread: str, num_classes: int) -> int:
+    """How many groups ``spread`` divides the rows into (``spread_pick``'s ``num_classes``)."""
+    c = max(num_classes, 1)
+    return {"none": 1, "decision": c * c}.get(spread, c)
 
 
 def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str = DEFAULT_SPREAD) -> list[dict]:
@@ -216,7 +231,7 @@ def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spre
         ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
     if exclude:
         ok &= np.array([str(i) not in exclude for i in ids], dtype=bool)
-    by = given if spread == "given" else final
+    by = {"given": given, "decision": np.clip(given, 0, None) * len(names) + np.clip(final, 0, None)}.get(spread, final)
     rows = np.flatnonzero(ok)[_candidate_rows(prio[ok], by[ok], budget=budget, cap=cap)]
     sub = b.take(pa.array(rows, pa.int64())).to_pylist()
     return [{**r, "priority": float(prio[i]), "doubt": float(doubt[i]), "cls": int(by[i]),

@@ -21,13 +21,15 @@ def _listing(values: Sequence[str]) -> str:
     return head + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
 
 
-def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: Sequence[str]
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: Sequence[str],
+                  with_suggested: bool = False) -> tuple[np.ndarray, ...]:
     """The rows of ``path`` a reviewer answered, as positions into the corpus and label ids.
 
     ``path``: any file ``noiseal-ray export`` writes (only records with a reviewer's answer count)
     or a plain ``id,label`` table (csv, jsonl, parquet). Returns ``(rows, labels)``, both (m,)
-    int64, rows ascending and unique. InputError (exit 2), naming the file and its lines, for an
+    int64, rows ascending and unique; ``with_suggested``: also the exporting run's suggested label
+    id per row (m,) int64, -1 where the file has none (a plain table) or names no known label.
+    InputError (exit 2), naming the file and its lines, for an
     id that is not in the corpus, a label outside ``label_names``, or one id given two labels.
     """
     from noiseal_ray.data.reviews import read_review
@@ -55,25 +57,34 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
     rows = np.array([position[i] for i in df["id"]], dtype=np.int64)
     labels = np.array([index[v] for v in df["label"]], dtype=np.int64)
     order = np.argsort(rows, kind="stable")
-    return rows[order], labels[order]
+    if not with_suggested:
+        return rows[order], labels[order]
+    sugg = np.array([index.get(str(v).strip(), -1) for v in df.get("suggested", [""] * len(df))], dtype=np.int64)
+    return rows[order], labels[order], sugg[order]
 
 
 def read_reviewed_files(*, paths: Sequence[str | Path], label_names: Sequence[str], corpus_ids: Sequence[str]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """``read_reviewed`` over several files (e.g. each review round's), merged: ``(rows, labels)``
-    (m,) int64, rows ascending and unique. InputError when two files give one id different labels,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``read_reviewed`` over several files (e.g. each review round's), merged: ``(rows, labels,
+    suggested)`` (m,) int64, rows ascending and unique, ``suggested`` the first file's suggestion
+    that names a label (-1: none). InputError when two files give one id different labels,
     or when the files hold no answer at all (a reviewer who edited ``suggested_label`` instead of
     ``review_label`` would otherwise be silently ignored)."""
     seen: dict[int, tuple[int, str]] = {}
+    suggested: dict[int, int] = {}
     for path in paths:
-        rows, labels = read_reviewed(path=path, label_names=label_names, corpus_ids=corpus_ids)
-        for r, lab in zip(rows.tolist(), labels.tolist()):
+        rows, labels, sugg = read_reviewed(path=path, label_names=label_names, corpus_ids=corpus_ids,
+                                           with_suggested=True)
+        for r, lab, sg in zip(rows.tolist(), labels.tolist(), sugg.tolist()):
             if r in seen and seen[r][0] != lab:
                 raise InputError(f"reviewed files {seen[r][1]} and {path} give id {str(corpus_ids[r])!r} different "
                                  f"labels ({label_names[seen[r][0]]!r}, {label_names[lab]!r})")
             seen.setdefault(r, (lab, str(path)))
+            if sg >= 0:
+                suggested.setdefault(r, sg)
     if not seen:
         raise InputError(f"no reviewed row in {', '.join(map(str, paths))}: fill in review_label (or give an "
                          "id,label table)")
     rows = np.array(sorted(seen), dtype=np.int64)
-    return rows, np.array([seen[r][0] for r in rows.tolist()], dtype=np.int64)
+    return (rows, np.array([seen[r][0] for r in rows.tolist()], dtype=np.int64),
+            np.array([suggested.get(r, -1) for r in rows.tolist()], dtype=np.int64))

@@ -38,7 +38,8 @@ class PartitionAnnotate:
     """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated."""
 
     def __init__(self, *, spec, pool, split: RuleThresholds, round_no: int, label_names: list[str], demos: int,
-                 class_balanced: bool, candidates_topk: int, min_logprob: float | None):
+                 class_balanced: bool, candidates_topk: int, min_logprob: float | None,
+                 hard_policy: str = "given", refuted: np.ndarray | None = None):
         import ray  # deferred: heavy (module docstring)
 
         self.annotator = make_annotator(spec)
@@ -50,6 +51,8 @@ class PartitionAnnotate:
         self.class_balanced = class_balanced
         self.topk = candidates_topk
         self.min_logprob = min_logprob
+        self.hard_policy = hard_policy
+        self.refuted = refuted
 
     def _queries(self, batch: dict, need: np.ndarray) -> list[Query]:
         """One query per row index in ``need``, with its demonstrations (and candidate labels)."""
@@ -84,15 +87,33 @@ class PartitionAnnotate:
                 rnd[row] = self.round_no
                 cached[row] = bool(a.cached)
             batch.update(llm_label=llm, llm_logprob=lp, llm_error=err, llm_round=rnd, llm_cached=cached)
+        if self.refuted is not None and self.refuted.any():
+            batch = hold_refuted_moves(batch=batch, refuted=self.refuted, hard_policy=self.hard_policy)
         return {k: v for k, v in batch.items() if k not in TABLE_DROP}
 
 
+def hold_refuted_moves(*, batch: dict, refuted: np.ndarray, hard_policy: str) -> dict:
+    """Put back in R (their label kept, trained on as clean) the rows whose final label would apply
+    a move the reviews refute (``refuted`` (C, C) bool, ``noiseal_ray.review.moves``). Return the batch."""
+    from noiseal_ray.finalize import final_labels
+    from noiseal_ray.review.moves import hold_refuted
+
+    pred = batch["pred"] if "pred" in batch else np.argmax(batch["probs"], axis=1)
+    label = batch["label"].astype(np.int64)
+    final = final_labels(part=batch["part"].astype(np.int64), given=label, llm=batch["llm_label"].astype(np.int64),
+                         pred=np.asarray(pred, np.int64), hard_policy=hard_policy)
+    held = hold_refuted(label=label, final=final, refuted=refuted)
+    batch["part"] = np.where(held, CODES["R"], batch["part"]).astype(batch["part"].dtype)
+    return batch
+
+
 def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThresholds, round_no: int,
-             label_names: list[str], config: RunConfig, actors: int) -> None:
+             label_names: list[str], config: RunConfig, actors: int, refuted: np.ndarray | None = None) -> None:
     """Partition + annotate the scored table into the round table ``out_dir`` (rows in order).
 
     ``pool``: a ``PoolHandle`` (from ``demo_pool``) or a ``DemoPool``; ``spec``: the annotator;
-    ``split``: the round's thresholds (``SplitState.current``).
+    ``split``: the round's thresholds (``SplitState.current``); ``refuted``: (C, C) bool, the moves
+    the reviews refute (``hold_refuted_moves``), or None.
     """
     import ray  # deferred: heavy (module docstring)
     from ray.data import ActorPoolStrategy
@@ -107,7 +128,8 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThreshol
         fn_constructor_kwargs=dict(spec=spec, pool=pool_ref, split=split,
                                    round_no=round_no, label_names=label_names, demos=config.demos,
                                    class_balanced=config.class_balanced_demos,
-                                   candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob),
+                                   candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob,
+                                   hard_policy=config.hard_policy, refuted=refuted),
         batch_size=batch_rows, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         num_cpus=0.5)
     allow_slow_annotator(ds=ds, spec=spec, batch_rows=batch_rows)
@@ -158,6 +180,16 @@ def preflight_annotator(*, config: RunConfig, needed: bool) -> None:
                    model=config.llm_model)
 
 
+def refuted_matrix(*, moves: list | None, num_classes: int) -> np.ndarray | None:
+    """The manifest's refuted moves ([[g, f], ...]) as a (C, C) bool matrix; None when there are none."""
+    if not moves:
+        return None
+    out = np.zeros((num_classes, num_classes), bool)
+    for g, f in moves:
+        out[int(g), int(f)] = True
+    return out
+
+
 def annotating_left(*, run: RunContext) -> bool:
     """True while the last round's partition + annotate has not completed."""
     return not run.manifest.done(round_stage(round_no=run.last_round, step=ANNOTATE))
@@ -189,7 +221,8 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         watch = ReplicaWatch(app_name=spec.serve_app) if spec.serve_app else nullcontext()
         with watch:
             annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
-                     split=state.current, round_no=round_no, label_names=names, config=config, actors=actors)
+                     split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
+                     refuted=refuted_matrix(moves=run.manifest.data.get("refuted_moves"), num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy)
         summary = summarise(counts)

@@ -107,8 +107,12 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
         final["test_accuracy_last"] = accs[-1]
         final["test_accuracy_best"] = max(accs)
     total_llm = sum(e.get("annotator", {}).get("queries", 0) for e in rounds)
+    names = d["label_names"]
     reviewed = ({"files": config.reviewed_files(), "rows": d.get("reviewed", 0),
-                 "changed_by_reviewer": d.get("reviewed_changed", 0)} if config.reviewed_files() else None)
+                 "changed_by_reviewer": d.get("reviewed_changed", 0),
+                 # An earlier run's moves (given -> suggested) the reviewed rows judged, and which they refuted.
+                 "moves": [{**m, "given": names[m["given"]], "suggested": names[m["suggested"]]}
+                           for m in d.get("move_reviews", [])]} if config.reviewed_files() else None)
     return {"version": 1, "data": config.data, "rows": d["n_rows"], "label_names": d["label_names"],
             "class_counts": d.get("class_counts"), "annotator": config.annotator, "reviewed": reviewed,
             "annotator_queries": total_llm if config.annotator == "llm" else 0,

@@ -16,19 +16,33 @@ from noiseal_ray.stages.context import RunContext
 BASE_FILES = 8  # files of the base table, so that Ray Data can read it in parallel
 
 
-def _trust(corpus, *, config: RunConfig) -> tuple[np.ndarray, np.ndarray, int]:
+def _trust(corpus, *, config: RunConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """The labels the run trains on (n,) (reviewed where ``config.reviewed`` has them, else the
-    given ones), the trusted mask (n,) bool, and how many reviewed labels differ from the given."""
+    given ones), the trusted mask (n,) bool, and facts: how many reviewed labels differ from the
+    given (``reviewed_changed``) and the moves the reviews refute (``refuted_moves``, [[g, f], ...]
+    with ``move_reviews``, ``noiseal_ray.review.moves``)."""
     labels = corpus.labels.astype(np.int64).copy()
     trusted = np.zeros(len(labels), bool)
+    facts: dict = {"refuted_moves": [], "move_reviews": []}
     if config.reviewed_files():
         from noiseal_ray.review import read_reviewed_files
+        from noiseal_ray.review.moves import move_tallies, refuted_moves
 
-        rows, reviewed = read_reviewed_files(paths=config.reviewed_files(), label_names=corpus.label_names,
-                                             corpus_ids=corpus.ids.to_pylist())
+        rows, reviewed, suggested = read_reviewed_files(paths=config.reviewed_files(), label_names=corpus.label_names,
+                                                        corpus_ids=corpus.ids.to_pylist())
         trusted[rows] = True
         labels[rows] = reviewed
-    return labels, trusted, int((labels != corpus.labels).sum())
+        if config.refute_confidence is not None:
+            kw = dict(given=corpus.labels[rows].astype(np.int64), suggested=suggested, reviewed=reviewed,
+                      num_classes=len(corpus.label_names))
+            refuted = refuted_moves(**kw, confidence=config.refute_confidence)
+            right, tests = move_tallies(**kw)
+            facts["refuted_moves"] = np.argwhere(refuted).tolist()
+            facts["move_reviews"] = [{"given": int(g), "suggested": int(f), "reviews": int(tests[g, f]),
+                                      "right": int(right[g, f]), "refuted": bool(refuted[g, f])}
+                                     for g, f in np.argwhere(tests > 0)]
+    facts["reviewed_changed"] = int((labels != corpus.labels).sum())
+    return labels, trusted, facts
 
 
 def _annotation_columns(n: int) -> dict[str, pa.Array]:
@@ -45,11 +59,12 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     row), clean_label (-1 unknown), given (the given label), trusted (bool: reviewed) and the
     annotation columns (part 0, llm_label -1, llm_logprob NaN, llm_error "", llm_round -1,
     llm_cached False). Facts: label_names, n_rows, has_clean, class_counts (C,) of the given
-    labels, reviewed (trusted rows) and reviewed_changed (of which the reviewer changed the label).
+    labels, reviewed (trusted rows), reviewed_changed (of which the reviewer changed the label),
+    refuted_moves and move_reviews (the moves of an earlier run the reviews judged, ``_trust``).
     """
     corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col,
                          id_col=config.id_col, clean_label_col=config.clean_label_col)
-    labels, trusted, reviewed_changed = _trust(corpus, config=config)
+    labels, trusted, trust_facts = _trust(corpus, config=config)
     t = corpus.to_table()
     n = t.num_rows
     t = t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels))
@@ -64,7 +79,7 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     replace_dir(tmp, table_dir)
     classes = np.bincount(corpus.labels, minlength=len(corpus.label_names))
     return {"label_names": corpus.label_names, "n_rows": n, "has_clean": corpus.clean is not None,
-            "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), "reviewed_changed": reviewed_changed,
+            "class_counts": classes.tolist(), "reviewed": int(trusted.sum()), **trust_facts,
             "reviewed_sha256": _files_hash(config.reviewed_files())}
 
 

@@ -314,3 +314,41 @@ def test_reviewed_rows_are_trusted_never_changed_and_a_rerun_repeats_it(tiny_run
     assert metrics["reviewed"]["changed_by_reviewer"] == int((rev["given_label"] != rev["final_label"]).sum())
     assert metrics["final"]["reviewed"]["rows"] == len(reviewed)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_reviews_of_an_exported_file_refute_a_move_and_the_rerun_holds_it_back(tiny_run, tiny_encoder, tmp_path):
+    """An exported file carries the run's suggestions: reviewed rows that it had moved g -> f, all
+    found to be g, refute that move, and the rerun applies it to no unreviewed row (they keep g,
+    in R); the metrics and the report say so; with verdicts off the same file lets it through.
+
+    The runs relabel P with the strong model's prediction (annotator "none"): with the kNN
+    annotator the four reviewed rows, first among every nearby query's demonstrations, already
+    turn most of such a move back by themselves, and the test would not tell the two apart."""
+    out, _ = tiny_run
+
+    def rerun(name: str, file: Path | None = None, **kw):
+        cfg = make_config(file=file, overrides=tiny_overrides(
+            tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"), annotator="none", **kw))
+        metrics = run_pipeline(config=cfg, out=str(tmp_path / name), progress=Progress(enabled=False))
+        labels = read_labels(tmp_path / name).set_index("id")
+        return metrics, labels, labels[~labels["reviewed"]]
+
+    _, before, _ = rerun("before")  # the run whose suggestions get reviewed
+    moved = before[before["given_label"] != before["final_label"]].reset_index()
+    (g, f), rows = max(moved.groupby(["given_label", "final_label"]), key=lambda kv: len(kv[1]))
+    assert len(rows) >= 12, "the run must move some rows for the test to mean anything"
+    judged = rows.head(4)
+    review = tmp_path / "review.csv"  # the columns `export --format csv` writes that a rerun reads
+    pd.DataFrame({"id": judged["id"], "given_label": g, "suggested_label": f, "review_label": g}).to_csv(review, index=False)
+
+    metrics, again, unreviewed = rerun("rerun", reviewed=str(review), report=True)
+    assert not ((unreviewed["given_label"] == g) & (unreviewed["final_label"] == f)).any()
+    assert (again.loc[judged["id"], "final_label"] == g).all()
+    assert (unreviewed["given_label"] != unreviewed["final_label"]).sum() > 0  # other moves still happen
+    assert metrics["reviewed"]["moves"] == [{"given": g, "suggested": f, "reviews": 4, "right": 0, "refuted": True}]
+    assert f"{g} → {f} (0 of 4 reviews right)" in (tmp_path / "rerun" / "report.html").read_text()
+    # Verdicts off: the same file, and the model's move goes through again on unreviewed rows.
+    off = tmp_path / "off.yaml"  # None on the command line means "not given": a file says null
+    off.write_text("refute_confidence: null\n")
+    _, _, plain = rerun("plain", file=off, reviewed=str(review))
+    assert ((plain["given_label"] == g) & (plain["final_label"] == f)).sum() >= 4

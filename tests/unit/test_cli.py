@@ -103,6 +103,16 @@ def test_reviewed_file_is_checked_before_any_work(tmp_path):
     assert res.exit_code == 0, res.output
     changed = int((sample["label"][:3] != sample["noisy_label"][:3]).sum())
     assert f"reviewed:    {good}: 3 trusted row(s), {changed} of them relabeled by the reviewer" in res.output
+    assert "move(s)" not in res.output  # a plain id,label table judges no move
+    # An exported file: three rows the exporting run moved g -> f, all found to be g, refute that move.
+    g = sample["noisy_label"][0]
+    same = sample[sample["noisy_label"] == g].head(3)
+    f = next(lab for lab in sorted(set(sample["noisy_label"])) if lab != g)
+    export = tmp_path / "export.csv"
+    pd.DataFrame({"id": same["id"], "given_label": g, "suggested_label": f, "review_label": g}).to_csv(export, index=False)
+    res = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--reviewed", str(export))
+    assert res.exit_code == 0, res.output
+    assert f"they test 1 move(s) of the run that exported them; refuted, so held back: {g} -> {f}" in res.output
     bad = tmp_path / "bad.csv"
     bad.write_text(f"id,label\n{sample['id'][0]},{sample['label'][0]}\nno-such-id,{sample['label'][0]}\n")
     res = subprocess.run([sys.executable, "-m", "cli", "run", "--out", str(tmp_path / "o"), "--reviewed", str(bad)],

@@ -44,9 +44,10 @@ def test_round_trip(run, labels, tmp_path, subset, fmt):
     want = expected(labels, subset)
     assert n == len(want) > 0
     back = read_review(out)
-    assert list(back.columns) == ["id", "label"]
+    assert list(back.columns) == ["id", "label", "suggested"]
     assert back["id"].tolist() == want["id"].tolist()
     assert back["label"].tolist() == want["final_label"].tolist()
+    assert back["suggested"].tolist() == want["final_label"].tolist()  # the run's decision, in every format
 
 
 def test_records_carry_scores_and_reason(run, labels, tmp_path):

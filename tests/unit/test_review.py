@@ -170,6 +170,28 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
     assert top["review_priority"].min() >= picked["review_priority"].min()  # no cap: the 30 highest overall
 
 
+def test_decision_spread_audits_every_decision_of_the_run(run):
+    """Spread over (given, suggested) pairs: each kept class and each move between two classes
+    gets a review while the budget allows, however few rows it holds."""
+    from noiseal_ray.review import select_for_review
+
+    labels = pq.read_table(run / "labels.parquet").to_pandas().iloc[20:]  # the unreviewed rows
+    pairs = labels.groupby(["given_label", "final_label"]).size()
+    assert 6 < len(pairs) < 36 and pairs.min() < pairs.max() / 5  # some decisions are rare: the test can fail
+    for rule in ("random", "doubt"):
+        picked = select_for_review(run_dir=run, budget=36, rule=rule, spread="decision").to_pandas()
+        chosen = labels.set_index("id").loc[picked["id"]]
+        got = chosen.groupby(["given_label", "final_label"]).size()
+        assert len(picked) == 36 and set(got.index) == set(pairs.index), rule
+    # Each audit pick says which decision it checks.
+    for w, g, f in zip(picked["review_why"], chosen["given_label"], chosen["final_label"]):
+        decision = f"kept '{g}'" if g == f else f"moved '{g}' -> '{f}'"
+        assert f"among the rows the run {decision}" in w
+    # Against the suggested-class spread, the rare moves are looked at.
+    by_class = labels.set_index("id").loc[select_for_review(run_dir=run, budget=36, rule="random")["id"].to_pylist()]
+    assert len(by_class.groupby(["given_label", "final_label"]).size()) < len(pairs)
+
+
 def test_random_sample_and_mixed_rules_are_seeded_and_disjoint(run):
     from noiseal_ray.review import select_for_review
 
@@ -276,9 +298,9 @@ def test_several_files_merge_and_a_conflict_names_both(tmp_path):
 
     (tmp_path / "one.csv").write_text("id,label\nr1,a\nr2, b \n")  # labels are trimmed
     (tmp_path / "two.csv").write_text("id,label\nr2,b\nr4,c\nr5,\n")  # a blank label is no answer
-    rows, labels = read_reviewed_files(paths=[tmp_path / "one.csv", tmp_path / "two.csv"], label_names=NAMES,
-                                       corpus_ids=IDS)
-    assert rows.tolist() == [1, 2, 4] and labels.tolist() == [0, 1, 2]
+    rows, labels, sugg = read_reviewed_files(paths=[tmp_path / "one.csv", tmp_path / "two.csv"], label_names=NAMES,
+                                             corpus_ids=IDS)
+    assert rows.tolist() == [1, 2, 4] and labels.tolist() == [0, 1, 2] and sugg.tolist() == [-1, -1, -1]
     (tmp_path / "three.csv").write_text("id,label\nr1,c\n")
     with pytest.raises(InputError, match=r"one.csv and .*three.csv give id 'r1' different labels \('a', 'c'\)"):
         read_reviewed_files(paths=[tmp_path / "one.csv", tmp_path / "three.csv"], label_names=NAMES, corpus_ids=IDS)
