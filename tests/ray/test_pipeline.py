@@ -316,6 +316,7 @@ def test_reviewed_rows_are_trusted_never_changed_and_a_rerun_repeats_it(tiny_run
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow  # three runs (about 3 minutes on 2 cores); tests/unit/test_review_moves.py keeps the logic fast
 def test_reviews_of_an_exported_file_refute_a_move_and_the_rerun_holds_it_back(tiny_run, tiny_encoder, tmp_path):
     """An exported file carries the run's suggestions: reviewed rows that it had moved g -> f, all
     found to be g, refute that move, and the rerun applies it to no unreviewed row (they keep g,
