@@ -19,15 +19,13 @@ def _reviewed_line(*, config: RunConfig, corpus) -> str:
     line = (f"reviewed:    {', '.join(files)}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
             "reviewer; never changed, always clean (R), first as demonstrations")
     if config.refute_confidence is not None and (suggested >= 0).any():
-        from noiseal_ray.review.moves import move_tallies, refuted_moves
+        from noiseal_ray.review.moves import judge_moves
 
-        kw = dict(given=corpus.labels[rows].astype("int64"), suggested=suggested, reviewed=labels,
-                  num_classes=len(corpus.label_names))
-        refuted = refuted_moves(**kw, confidence=config.refute_confidence)
-        _, tests = move_tallies(**kw)
+        moves = judge_moves(given=corpus.labels[rows].astype("int64"), suggested=suggested, reviewed=labels,
+                            num_classes=len(corpus.label_names), confidence=config.refute_confidence)
         names = corpus.label_names
-        shown = ", ".join(f"{names[g]} -> {names[f]}" for g, f in zip(*refuted.nonzero()))
-        line += (f"\n             they test {int((tests > 0).sum())} move(s) of the run that exported them; "
+        shown = ", ".join(f"{names[m['given']]} -> {names[m['suggested']]}" for m in moves if m["refuted"])
+        line += (f"\n             they test {len(moves)} move(s) of the run that exported them; "
                  f"refuted, so held back: {shown or 'none'}")
     return line
 

@@ -51,6 +51,17 @@ def move_tallies(*, given: np.ndarray, suggested: np.ndarray, reviewed: np.ndarr
     return right, tests
 
 
+def judge_moves(*, given: np.ndarray, suggested: np.ndarray, reviewed: np.ndarray, num_classes: int,
+                confidence: float = DEFAULT_CONFIDENCE) -> list[dict]:
+    """Every move the reviewed rows tested, as ``{"given": g, "suggested": f, "reviews": n,
+    "right": k, "refuted": bool}`` (label ids), in (g, f) order; arguments as ``refuted_moves``."""
+    kw = dict(given=given, suggested=suggested, reviewed=reviewed, num_classes=num_classes)
+    refuted = refuted_moves(**kw, confidence=confidence)
+    right, tests = move_tallies(**kw)
+    return [{"given": int(g), "suggested": int(f), "reviews": int(tests[g, f]), "right": int(right[g, f]),
+             "refuted": bool(refuted[g, f])} for g, f in np.argwhere(tests > 0)]
+
+
 def hold_refuted(*, label: np.ndarray, final: np.ndarray, refuted: np.ndarray) -> np.ndarray:
     """Rows (n,) bool whose ``final`` label would apply a refuted move to their ``label`` (both (n,)
     int64); ``refuted`` (C, C) bool from ``refuted_moves``."""

@@ -181,12 +181,14 @@ def preflight_annotator(*, config: RunConfig, needed: bool) -> None:
 
 
 def refuted_matrix(*, moves: list | None, num_classes: int) -> np.ndarray | None:
-    """The manifest's refuted moves ([[g, f], ...]) as a (C, C) bool matrix; None when there are none."""
-    if not moves:
+    """The refuted ones of the manifest's judged moves (``judge_moves`` records) as a (C, C) bool
+    matrix; None when none is refuted."""
+    refuted = [m for m in moves or [] if m["refuted"]]
+    if not refuted:
         return None
     out = np.zeros((num_classes, num_classes), bool)
-    for g, f in moves:
-        out[int(g), int(f)] = True
+    for m in refuted:
+        out[int(m["given"]), int(m["suggested"])] = True
     return out
 
 
@@ -222,7 +224,7 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         with watch:
             annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
                      split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
-                     refuted=refuted_matrix(moves=run.manifest.data.get("refuted_moves"), num_classes=c))
+                     refuted=refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy)
         summary = summarise(counts)

@@ -19,28 +19,23 @@ BASE_FILES = 8  # files of the base table, so that Ray Data can read it in paral
 def _trust(corpus, *, config: RunConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """The labels the run trains on (n,) (reviewed where ``config.reviewed`` has them, else the
     given ones), the trusted mask (n,) bool, and facts: how many reviewed labels differ from the
-    given (``reviewed_changed``) and the moves the reviews refute (``refuted_moves``, [[g, f], ...]
-    with ``move_reviews``, ``noiseal_ray.review.moves``)."""
+    given (``reviewed_changed``) and the moves the reviews judged, refuted or not
+    (``move_reviews``, ``noiseal_ray.review.moves.judge_moves``)."""
     labels = corpus.labels.astype(np.int64).copy()
     trusted = np.zeros(len(labels), bool)
-    facts: dict = {"refuted_moves": [], "move_reviews": []}
+    facts: dict = {"move_reviews": []}
     if config.reviewed_files():
         from noiseal_ray.review import read_reviewed_files
-        from noiseal_ray.review.moves import move_tallies, refuted_moves
+        from noiseal_ray.review.moves import judge_moves
 
         rows, reviewed, suggested = read_reviewed_files(paths=config.reviewed_files(), label_names=corpus.label_names,
                                                         corpus_ids=corpus.ids.to_pylist())
         trusted[rows] = True
         labels[rows] = reviewed
         if config.refute_confidence is not None:
-            kw = dict(given=corpus.labels[rows].astype(np.int64), suggested=suggested, reviewed=reviewed,
-                      num_classes=len(corpus.label_names))
-            refuted = refuted_moves(**kw, confidence=config.refute_confidence)
-            right, tests = move_tallies(**kw)
-            facts["refuted_moves"] = np.argwhere(refuted).tolist()
-            facts["move_reviews"] = [{"given": int(g), "suggested": int(f), "reviews": int(tests[g, f]),
-                                      "right": int(right[g, f]), "refuted": bool(refuted[g, f])}
-                                     for g, f in np.argwhere(tests > 0)]
+            facts["move_reviews"] = judge_moves(given=corpus.labels[rows].astype(np.int64), suggested=suggested,
+                                                reviewed=reviewed, num_classes=len(corpus.label_names),
+                                                confidence=config.refute_confidence)
     facts["reviewed_changed"] = int((labels != corpus.labels).sum())
     return labels, trusted, facts
 
@@ -60,7 +55,7 @@ def ingest(*, config: RunConfig, table_dir: Path) -> dict:
     annotation columns (part 0, llm_label -1, llm_logprob NaN, llm_error "", llm_round -1,
     llm_cached False). Facts: label_names, n_rows, has_clean, class_counts (C,) of the given
     labels, reviewed (trusted rows), reviewed_changed (of which the reviewer changed the label),
-    refuted_moves and move_reviews (the moves of an earlier run the reviews judged, ``_trust``).
+    and move_reviews (the moves of an earlier run the reviews judged, ``_trust``).
     """
     corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col,
                          id_col=config.id_col, clean_label_col=config.clean_label_col)
