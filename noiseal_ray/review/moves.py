@@ -8,7 +8,7 @@ move. Where the reviews say the move is more likely wrong than right, with ``con
 next run does not apply it to rows nobody reviewed: they keep their given label (First, do no
 harm). Moves with few or mixed reviews are left to the run.
 
-Pure numpy and ``scipy.special``; ``noiseal_ray.stages.ingest`` computes the verdicts once per run
+Pure numpy; ``noiseal_ray.stages.ingest`` computes the verdicts once per run
 and ``noiseal_ray.stages.annotate`` applies them each round.
 """
 
@@ -28,14 +28,20 @@ def refuted_moves(*, given: np.ndarray, suggested: np.ndarray, reviewed: np.ndar
     label. A move's precision has a uniform prior; it is refuted when, after its k right out of n
     reviews, P(precision < 1/2) >= ``confidence`` (0.9: e.g. 3 of 3 or 5 of 6 reviews against it).
     """
-    from scipy.special import betainc
-
     right, tests = move_tallies(given=given, suggested=suggested, reviewed=reviewed, num_classes=num_classes)
-    # P(p < 1/2) for p ~ Beta(1 + right, 1 + wrong): the regularized incomplete beta at 1/2.
-    below_half = betainc(1.0 + right, 1.0 + tests - right, 0.5)
+    below_half = np.vectorize(_below_half)(right.astype(np.int64), (tests - right).astype(np.int64))
     out = (tests > 0) & (below_half >= confidence)
     np.fill_diagonal(out, False)
     return out
+
+
+def _below_half(right: int, wrong: int) -> float:
+    """P(p < 1/2) for p ~ Beta(1 + right, 1 + wrong): for whole counts, the chance that more than
+    ``right`` of ``right + wrong + 1`` fair coin flips come up heads (no scipy in the core install)."""
+    from math import comb
+
+    n = right + wrong + 1
+    return sum(comb(n, j) for j in range(right + 1, n + 1)) / 2 ** n
 
 
 def move_tallies(*, given: np.ndarray, suggested: np.ndarray, reviewed: np.ndarray,
