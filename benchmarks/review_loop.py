@@ -41,12 +41,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "review_loop.md"
 ARMS = ("none", "budget", "random", "budget-given", "budget-mixed", "budget-sample", "budget-cover",
-        "budget-audit", "budget-decision", "random-v", "budget-v", "budget-audit-v", "budget-decision-v")
+        "budget-audit", "budget-decision", "budget-moves", "random-v", "budget-v", "budget-audit-v",
+        "budget-decision-v", "budget-moves-v")
 # A budget arm -> (rule, spread) of noiseal_ray.review.select_for_review.
 BUDGET_ARMS = {"budget": ("doubt", "suggested"), "budget-given": ("doubt", "given"),
                "budget-mixed": ("mixed", "suggested"), "budget-sample": ("sample", "suggested"),
                "budget-cover": ("cover", "suggested"), "budget-audit": ("random", "decision"),
-               "budget-decision": ("doubt", "decision")}
+               "budget-decision": ("doubt", "decision"), "budget-moves": ("moves", "suggested")}
 
 
 # Paired comparisons the report shows: each budget arm against random picks handed back the same
@@ -89,10 +90,12 @@ def _run(*, cfg, out: Path) -> dict:
             "test_accuracy_last": fin["test_accuracy_last"], "seconds": round(time.time() - t0, 1)}
 
 
-def _write_reviewed(*, labels: Path, ids: list[str], out: Path, suggested: bool = False) -> dict:
+def _write_reviewed(*, labels: Path, ids: list[str], out: Path, suggested: bool = False,
+                    rules: list[str] | None = None) -> dict:
     """The simulated review: ``ids`` with their true labels (an id,label CSV, or with ``suggested``
     the columns of an exported CSV: id, given_label, suggested_label, review_label); how many of
-    them the run had wrong (final label != true label) and how many given labels were wrong."""
+    them the run had wrong (final label != true label) and how many given labels were wrong.
+    ``rules``: each pick's ``review_rule``, written as a column (only random picks test a move)."""
     import pyarrow.parquet as pq
 
     from noiseal_ray.rundir import atomic_write_text
@@ -101,8 +104,10 @@ def _write_reviewed(*, labels: Path, ids: list[str], out: Path, suggested: bool 
     at = {i: k for k, i in enumerate(t["id"])}
     rows = [at[i] for i in ids]
     if suggested:  # labels and ids of the benchmark's corpora hold no comma or quote
-        lines = ["id,given_label,suggested_label,review_label"] + [
-            f"{t['id'][k]},{t['given_label'][k]},{t['final_label'][k]},{t['clean_label'][k]}" for k in rows]
+        extra = [f",{r}" for r in rules] if rules else [""] * len(rows)
+        lines = ["id,given_label,suggested_label,review_label" + (",review_rule" if rules else "")] + [
+            f"{t['id'][k]},{t['given_label'][k]},{t['final_label'][k]},{t['clean_label'][k]}{e}"
+            for k, e in zip(rows, extra)]
     else:
         lines = ["id,label"] + [f"{t['id'][k]},{t['clean_label'][k]}" for k in rows]
     atomic_write_text(out, "\n".join(lines) + "\n")
@@ -153,13 +158,15 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
             from noiseal_ray.review import select_for_review
 
             rule, spread = BUDGET_ARMS[base_arm]
-            ids = select_for_review(run_dir=base / "none", budget=budget, rule=rule,
-                                    spread=spread).column("id").to_pylist()
+            picks = select_for_review(run_dir=base / "none", budget=budget, rule=rule, spread=spread)
+            ids, rules = picks.column("id").to_pylist(), picks.column("review_rule").to_pylist()
         else:
             all_ids = pq.read_table(labels, columns=["id"]).column("id").to_pylist()
             rng = np.random.default_rng(10_000 + seed)
             ids = [all_ids[i] for i in np.sort(rng.choice(len(all_ids), size=budget, replace=False))]
-        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv", suggested=arm.endswith("-v"))
+            rules = None
+        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv", suggested=arm.endswith("-v"),
+                                 rules=rules)
         print(f"[{name} seed {seed}] {arm}: {picked}", flush=True)
         res[arm] = {**_run(cfg=_config(cell=cell, meta=meta, reviewed=base / f"reviewed-{arm}.csv", warmup_from=warm),
                            out=base / arm), **picked}

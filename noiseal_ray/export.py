@@ -6,7 +6,9 @@
 Subsets: ``H`` (hard: the models disagree), ``P`` (purified: relabeled), ``changed`` (final label
 differs from the given one), ``reviewed`` (rows a reviewer labelled, ``run --reviewed``), ``all``.
 A reviewed row is exported with its answer in ``review_label``, so a file of it feeds the next run. Or a budget (``--budget N``): the N rows most worth a review
-(``noiseal_ray.review.budget``), most valuable first, with ``review_priority`` and ``review_why``.
+(``noiseal_ray.review.budget``), most valuable first, with ``review_priority``, ``review_why`` and
+``review_rule`` (the rule that picked the row; only a ``random`` pick counts as a fair test of the
+run's move when the file comes back, ``noiseal_ray.review.moves``).
 
 Formats (one record per row of ``labels.parquet``, streamed; the file is written atomically):
 
@@ -217,7 +219,8 @@ def iter_records(*, run_dir: str | Path, subset: str = "H", ids: list[str] | Non
 def argilla_record(rec: dict) -> dict:
     """One review record in the shape of Argilla's ``rg.Record.to_dict()``."""
     meta_keys = ("given_label", "partition", "p_strong", "p_weak", "pred_label", "pred_prob", "llm_label",
-                 "llm_logprob", "llm_error", "changed", "clean_label", "review_priority", "review_why")
+                 "llm_logprob", "llm_error", "changed", "clean_label", "review_priority", "review_why",
+                 "review_rule")
     return {"id": rec["id"],
             "fields": {"text": rec["text"], "reason": rec["reason"]},
             "suggestions": {QUESTION: {"value": rec["suggested_label"], "score": rec["suggestion_score"],
@@ -230,7 +233,7 @@ def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fm
                   records: Iterable[dict] | None = None) -> int:
     """Write the ``subset`` of the run's labels to ``out`` in ``fmt``; return the number of records.
     ``records``: write these instead (e.g. ``noiseal_ray.review.budget.budget_records``: the rows
-    most worth a review, with ``review_priority`` and ``review_why``)."""
+    most worth a review, with ``review_priority``, ``review_why`` and ``review_rule``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     records = iter_records(run_dir=run_dir, subset=subset) if records is None else iter(records)
@@ -244,7 +247,7 @@ def export_review(*, run_dir: str | Path, out: str | Path, subset: str = "H", fm
             if fmt == "csv":
                 import csv
 
-                cols = COLUMNS + [k for k in ("review_priority", "review_why", "clean_label")
+                cols = COLUMNS + [k for k in ("review_priority", "review_why", "review_rule", "clean_label")
                                   if first is not None and k in first]
                 w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
                 w.writeheader()

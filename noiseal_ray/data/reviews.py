@@ -15,6 +15,13 @@ from noiseal_ray.errors import InputError
 QUESTION = "label"  # the Argilla question a reviewer answers
 
 
+def _tests_move(rule) -> bool:
+    """Whether a reviewed row picked by a budget ``rule`` (``review_rule``; None or "": no budget,
+    a whole subset) is a fair test of its run's move. A row picked for its doubt is among its
+    move's likeliest mistakes: counted, it would make a good move look bad."""
+    return rule in (None, "", "random")
+
+
 def _detect(path: Path) -> str:
     if path.suffix.lower() == ".csv":
         return "csv"
@@ -81,7 +88,9 @@ def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bo
     The format is detected from the extension and the first record. The label is
     ``review_label`` when the reviewer filled it in, else ``suggested_label`` (else ``label``).
     ``suggested`` is the exporting run's suggested label ("" for a plain table): what a reviewed
-    row tells of that run's decision (``noiseal_ray.review.moves``).
+    row tells of that run's decision (``noiseal_ray.review.moves``); "" too where the file's
+    ``review_rule`` says a score picked the row (a biased test of the move; only ``random``
+    picks count).
     ``with_lines``: add ``line``, each record's 1-based line in the file (the row for parquet), for
     error messages. ``reviewed_only``: from an exported file, only the records a reviewer answered
     (a ``review_label``, an Argilla response); a plain id,label table is all answers.
@@ -111,9 +120,9 @@ def read_review(path: str | Path, *, with_lines: bool = False, reviewed_only: bo
             if fmt == "argilla":
                 answer = _argilla_answer(d)
                 label = answer if answer is not None else _argilla_label(d)
-                sugg = _argilla_suggestion(d)
+                sugg = _argilla_suggestion(d) if _tests_move((d.get("metadata") or {}).get("review_rule")) else None
             else:
-                sugg = d.get("suggested_label")
+                sugg = d.get("suggested_label") if _tests_move(d.get("review_rule")) else None
                 answer = d.get("review_label") if d.get("review_label") not in (None, "") else None
                 exported = "suggested_label" in d
                 if not exported and d.get("label") not in (None, ""):
@@ -150,8 +159,10 @@ def _read_csv(p: Path, *, with_lines: bool, reviewed_only: bool):
     review = df["review_label"] if "review_label" in df else pd.Series([""] * len(df), dtype=str)
     answered = review.str.strip() != ""
     lab = review.where(answered, df[lab_col])
-    out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str),
-                        "suggested": df[lab_col].astype(str) if lab_col == "suggested_label" else ""})
+    sugg = df[lab_col].astype(str) if lab_col == "suggested_label" else pd.Series([""] * len(df), dtype=str)
+    if "review_rule" in df:
+        sugg = sugg.where(df["review_rule"].map(_tests_move), "")
+    out = pd.DataFrame({"id": df["id"].astype(str), "label": lab.astype(str), "suggested": sugg})
     if with_lines:
         out["line"] = range(2, len(df) + 2)  # line 1 is the header
     if reviewed_only:  # an export: the answered rows; a plain table: the rows with a label

@@ -18,6 +18,11 @@ them with random picks):
 * ``sample``: drawn at random with chance proportional to doubt (weighted sampling without
   replacement by the key log(u) / doubt): mostly doubtful rows, sometimes a confident one.
 * ``mixed``: half the budget by ``doubt``, the other half by ``random`` among the rest.
+* ``moves``: an audit of the run's relabeling moves (``noiseal_ray.review.audit``: a few random
+  rows of each move g -> f, largest moves first, on at most half the budget), then ``doubt`` for
+  the rest. Handed back as an exported file, the audit's reviews judge each move as a whole (a
+  refuted one is applied to no unreviewed row, ``noiseal_ray.review.moves``), and the doubt half
+  fixes the single rows the run most likely got wrong.
 * ``cover``: one row per cluster of the final model's embeddings, the most doubtful of its typical
   half (``noiseal_ray.review.cover``); it embeds the corpus once, so it costs a scoring pass.
 """
@@ -28,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from noiseal_ray.review.scores import final_prob, id_uniform, label_codes
+from noiseal_ray.review.candidates import batch_candidates, merge_candidates
+from noiseal_ray.review.scores import final_prob, rank_rows
 
-RULES = ("doubt", "disagree", "random", "sample", "mixed", "cover")
+RULES = ("doubt", "disagree", "random", "sample", "mixed", "moves", "cover")
 DEFAULT_RULE = "doubt"
 # Which class a pick counts against when the budget is spread: the suggested (final) label, the
 # given label (each given class's own noise gets looked at), the run's decision (the pair given ->
@@ -51,24 +57,7 @@ def review_priority(*, rule: str, given: np.ndarray, final: np.ndarray, pred: np
     ``select_for_review``).
     """
     doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=p_given, pred_prob=pred_prob)
-    return _rank(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=weak_rejects, u=u)
-
-
-def _rank(*, rule: str, doubt: np.ndarray, given: np.ndarray, pred: np.ndarray, llm: np.ndarray,
-          weak_rejects: np.ndarray, u: np.ndarray | None) -> np.ndarray:
-    """``review_priority`` from each row's doubt (n,) (1 - ``final_prob``), computed once by the caller."""
-    if rule == "doubt":
-        return doubt
-    if rule == "disagree":
-        opinions = 1 + (pred != given) + ((llm >= 0) & (llm != given) & (llm != pred))
-        return opinions + np.asarray(weak_rejects, dtype=np.float64) + doubt / 2
-    if rule in ("random", "sample") and u is None:
-        raise ValueError(f"review rule {rule!r} needs a seeded uniform u per row")
-    if rule == "random":
-        return np.asarray(u, np.float64)
-    if rule == "sample":
-        return np.log(np.asarray(u, np.float64)) / np.maximum(doubt, 1e-6)
-    raise ValueError(f"unknown review rule {rule!r}; one of {', '.join(RULES)}")
+    return rank_rows(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=weak_rejects, u=u)
 
 
 def spread_pick(*, priority: np.ndarray, classes: np.ndarray, budget: int, num_classes: int) -> np.ndarray:
@@ -113,8 +102,9 @@ def why(r: dict, *, doubt: float, annotator: str) -> str:
 
 def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_RULE, spread: str = DEFAULT_SPREAD):
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
-    ``review_priority`` and ``review_why``, highest priority first (``mixed``: its doubt half, then
-    its random half; ``cover``: its cluster picks, then any filled by doubt); ``spread``
+    ``review_priority``, ``review_why`` and ``review_rule`` (the rule that picked the row),
+    highest priority first (``mixed``: its doubt half, then its random half; ``moves``: its audit,
+    then its doubt picks; ``cover``: its cluster picks, then any filled by doubt); ``spread``
     (``SPREADS``, not used by ``cover``): at most ceil(budget / C) per suggested or given class
     while other classes have rows (``spread_pick``); ``decision``: at most ceil(budget / C^2) per
     (given, suggested) pair, so every decision of the run gets a few reviews. ``random`` and ``sample`` draw with the
@@ -144,6 +134,13 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
         chosen = _pick(**ctx, rule="doubt", budget=-(-budget // 2), exclude=frozenset())
         chosen += _pick(**ctx, rule="random", budget=budget - len(chosen),
                         exclude=frozenset(str(k["id"]) for k in chosen))
+    elif rule == "moves":
+        from noiseal_ray.review.audit import AUDIT_SHARE, audit_picks
+
+        chosen = audit_picks(run=run, names=ctx["names"], tau_w=ctx["tau_w"], seed=ctx["seed"],
+                             budget=int(budget * AUDIT_SHARE))
+        chosen += _pick(**ctx, rule="doubt", budget=budget - len(chosen),
+                        exclude=frozenset(str(k["id"]) for k in chosen))
     elif rule == "cover":
         from noiseal_ray.review.cover import select_cover
 
@@ -160,12 +157,14 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     return pa.table({"id": pa.array([str(k["id"]) for k in chosen], pa.string()),
                      "review_priority": pa.array([k["priority"] for k in chosen], pa.float64()),
                      "review_why": pa.array([why(k, doubt=k["doubt"], annotator=annotator) for k in chosen],
-                                            pa.string())})
+                                            pa.string()),
+                     # Which rule picked the row: only a random pick is a fair test of its move.
+                     "review_rule": pa.array([str(k["rule"]) for k in chosen], pa.string())})
 
 
 def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: int, rule: str, budget: int,
           exclude: frozenset) -> list[dict]:
-    """``select_for_review``'s picks under one rule as candidate dicts (``_batch_candidates``),
+    """``select_for_review``'s picks under one rule as candidate dicts (``batch_candidates``),
     never an id in ``exclude``; fewer than ``budget`` only where the run has fewer rows left."""
     from noiseal_ray.report import iter_batches
 
@@ -177,7 +176,7 @@ def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: 
     cap = -(-budget // groups)
     keep: list[dict] = []
     for b in iter_batches(run / "labels.parquet", cols):
-        keep = _merge(keep + _batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget,
+        keep = merge_candidates(keep + batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget,
                                                   cap=cap, seed=seed, exclude=exclude), budget=budget, cap=cap)
     if not keep:
         return []
@@ -194,7 +193,8 @@ def _groups(spread: str, num_classes: int) -> int:
 
 def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str = DEFAULT_SPREAD) -> list[dict]:
     """The review records of the ``budget`` rows most worth a review (``noiseal_ray.review.
-    select_for_review``), most valuable first, each with ``review_priority`` and ``review_why``."""
+    select_for_review``), most valuable first, each with ``review_priority``, ``review_why`` and
+    ``review_rule``."""
     from noiseal_ray.export import iter_records
 
     picked = select_for_review(run_dir=run_dir, budget=budget, rule=rule, spread=spread).to_pydict()
@@ -203,61 +203,5 @@ def budget_records(*, run_dir: str | Path, budget: int, rule: str, spread: str =
     for r in recs:
         k = rank[r["id"]]
         r["review_priority"], r["review_why"] = picked["review_priority"][k], picked["review_why"][k]
+        r["review_rule"] = picked["review_rule"][k]
     return sorted(recs, key=lambda r: rank[r["id"]])
-
-
-def _batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spread: str, budget: int,
-                      cap: int, seed: int = 0, exclude: frozenset = frozenset()) -> list[dict]:
-    """The rows of a labels.parquet record batch ``b`` that can still be among the picks (never a
-    reviewed one, nor an id in ``exclude``), as dicts with their priority, doubt and class
-    (``_candidate_rows``)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def floats(c: str) -> np.ndarray:
-        return b.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-
-    given, final, pred, llm = (label_codes(b, c, names) for c in ("given_label", "final_label", "pred_label",
-                                                                    "llm_label"))
-    tw = tau_w[np.clip(given, 0, None)] if len(tau_w) == len(names) else np.full(len(given), tau_w[0])
-    rejects = np.nan_to_num(floats("p_weak"), nan=1.0) < tw
-    ids = b.column("id").to_pylist()
-    u = id_uniform(ids, seed=seed) if rule in ("random", "sample") else None
-    doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=floats("p_strong"),
-                             pred_prob=floats("pred_prob"))
-    prio = _rank(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=rejects, u=u)
-    ok = np.ones(len(given), bool)
-    if "reviewed" in b.schema.names:
-        ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
-    if exclude:
-        ok &= np.array([str(i) not in exclude for i in ids], dtype=bool)
-    by = {"given": given, "decision": np.clip(given, 0, None) * len(names) + np.clip(final, 0, None)}.get(spread, final)
-    rows = np.flatnonzero(ok)[_candidate_rows(prio[ok], by[ok], budget=budget, cap=cap)]
-    sub = b.take(pa.array(rows, pa.int64())).to_pylist()
-    return [{**r, "priority": float(prio[i]), "doubt": float(doubt[i]), "cls": int(by[i]),
-             "weak_rejects": bool(rejects[i])} for r, i in zip(sub, rows)]
-
-
-def _merge(cands: list[dict], *, budget: int, cap: int) -> list[dict]:
-    """Of ``cands``, the ones that can still be among the picks (``_candidate_rows``)."""
-    if not cands:
-        return cands
-    keep = _candidate_rows(np.array([k["priority"] for k in cands]), np.array([k["cls"] for k in cands], np.int64),
-                           budget=budget, cap=cap)
-    return [cands[i] for i in keep]
-
-
-def _candidate_rows(priority: np.ndarray, classes: np.ndarray, *, budget: int, cap: int) -> np.ndarray:
-    """Indices that ``spread_pick`` could choose from rows (n,): each class's ``cap`` highest
-    priorities and the ``budget`` highest overall (what fills the budget once classes run out)."""
-    top = np.argsort(-priority, kind="stable")[:budget]
-    return np.union1d(top, _top_per_class(priority, classes, cap))
-
-
-def _top_per_class(priority: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest priorities of each class (any order)."""
-    out = []
-    for c in np.unique(classes):
-        rows = np.flatnonzero(classes == c)
-        out.append(rows[np.argsort(-priority[rows], kind="stable")[:k]])
-    return np.concatenate(out) if out else np.zeros(0, np.int64)

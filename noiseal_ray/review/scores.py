@@ -20,6 +20,24 @@ def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_give
     return np.where(final == given, pg, np.where(final == pred, pp, other))
 
 
+def rank_rows(*, rule: str, doubt: np.ndarray, given: np.ndarray, pred: np.ndarray, llm: np.ndarray,
+          weak_rejects: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+    """How much a review of each row is worth under a scoring ``rule`` (doubt, disagree, random, sample;
+    ``noiseal_ray.review.budget.review_priority``), from each row's doubt (n,) (1 - ``final_prob``)."""
+    if rule == "doubt":
+        return doubt
+    if rule == "disagree":
+        opinions = 1 + (pred != given) + ((llm >= 0) & (llm != given) & (llm != pred))
+        return opinions + np.asarray(weak_rejects, dtype=np.float64) + doubt / 2
+    if rule in ("random", "sample") and u is None:
+        raise ValueError(f"review rule {rule!r} needs a seeded uniform u per row")
+    if rule == "random":
+        return np.asarray(u, np.float64)
+    if rule == "sample":
+        return np.log(np.asarray(u, np.float64)) / np.maximum(doubt, 1e-6)
+    raise ValueError(f"unknown review rule {rule!r}; one of doubt, disagree, random, sample")
+
+
 def id_uniform(ids, *, seed: int) -> np.ndarray:
     """A seeded uniform in (0, 1) per id, (n,) float64: the same in every process and batch order."""
     import hashlib

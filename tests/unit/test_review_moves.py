@@ -58,3 +58,106 @@ def test_a_round_holds_back_only_the_refuted_moves(hard_policy):
     held_h = R if hard_policy == "strong" else H
     assert out["part"].tolist() == [R, P, P, held_h, R, R]
     assert out["part"].dtype == np.int8
+
+
+def test_move_quotas_make_the_largest_moves_refutable_first():
+    from noiseal_ray.review.audit import move_quotas
+
+    sizes = np.array([[500, 119, 59, 2], [81, 400, 0, 1], [0, 0, 300, 7], [5, 0, 0, 90]])
+    q = move_quotas(sizes=sizes, budget=10)
+    # 3 each to the three largest moves (119, 81, 59), then the 4th largest gets what is left.
+    assert q[0, 1] == q[1, 0] == q[0, 2] == 3 and q[2, 3] == 1 and q.sum() == 10
+    q = move_quotas(sizes=sizes, budget=1000)
+    # Enough budget: every move up to 6 reviews, a small one all its rows, kept labels none.
+    assert q[0, 1] == q[1, 0] == q[0, 2] == q[2, 3] == 6 and q[3, 0] == 5 and q[0, 3] == 2 and q[1, 3] == 1
+    assert np.trace(q) == 0 and q.sum() == 4 * 6 + 5 + 2 + 1
+    assert move_quotas(sizes=sizes, budget=0).sum() == 0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A synthetic finished run (tests/unit/test_report.py) whose first 10 rows came reviewed."""
+    import sys
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import make_run
+
+    out = make_run(tmp_path_factory.mktemp("run") / "out", n=300, xss=False)
+    path = next((out / "labels.parquet").glob("*.parquet"))
+    t = pq.read_table(path)
+    pq.write_table(t.append_column("reviewed", pa.array(np.arange(t.num_rows) < 10)), path)
+    return out
+
+
+def test_the_moves_rule_audits_each_move_at_random_then_spends_the_rest_on_doubt(run):
+    import pyarrow.parquet as pq
+
+    from noiseal_ray.review import select_for_review
+    from noiseal_ray.review.audit import move_quotas
+
+    labels = pq.read_table(run / "labels.parquet").to_pandas()
+    open_rows = labels.iloc[10:]
+    sizes = open_rows.groupby(["given_label", "final_label"]).size()
+    moves = sizes[[g != f for g, f in sizes.index]]
+    assert len(moves) >= 5 and moves.max() > 6  # several moves, some larger than a quota: the test can fail
+    picked = select_for_review(run_dir=run, budget=40, rule="moves").to_pandas()
+    assert len(picked) == 40 and picked["id"].is_unique and not set(picked["id"]) & set(labels["id"][:10])
+    assert set(picked["review_rule"]) == {"random", "doubt"}
+    audit = labels.set_index("id").loc[picked.loc[picked["review_rule"] == "random", "id"]]
+    assert (audit["given_label"] != audit["final_label"]).all()  # the audit looks at moves only
+    names = sorted(set(labels["given_label"]))
+    ix = {n: i for i, n in enumerate(names)}
+    m = np.zeros((len(names), len(names)), np.int64)
+    for (g, f), k in sizes.items():
+        m[ix[g], ix[f]] = k
+    want = move_quotas(sizes=m, budget=20)
+    got = audit.groupby(["given_label", "final_label"]).size()
+    assert {(ix[g], ix[f]): k for (g, f), k in got.items()} == {tuple(i): want[tuple(i)] for i in np.argwhere(want)}
+    for w, g, f in zip(picked.loc[picked["review_rule"] == "random", "review_why"], audit["given_label"],
+                       audit["final_label"]):
+        assert w.startswith(f"picked at random among the rows the run moved '{g}' -> '{f}'")
+    # The rest by doubt: more doubtful than the audit picks, and the same picks on a second call.
+    doubt = picked[picked["review_rule"] == "doubt"]
+    assert len(doubt) == 40 - want.sum() and doubt["review_priority"].is_monotonic_decreasing
+    again = select_for_review(run_dir=run, budget=40, rule="moves").to_pandas()
+    assert again["id"].tolist() == picked["id"].tolist()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "argilla"])
+def test_only_random_picks_of_an_exported_budget_test_a_move(run, tmp_path, fmt):
+    """Handed back, a doubt pick's review is trusted but judges no move (it is among its move's
+    likeliest mistakes); an audit pick's review does."""
+    import json
+
+    import pandas as pd
+
+    from noiseal_ray.export import export_review
+    from noiseal_ray.review import read_reviewed
+    from noiseal_ray.review.budget import budget_records
+
+    out = tmp_path / f"picks.{'csv' if fmt == 'csv' else 'jsonl'}"
+    recs = budget_records(run_dir=run, budget=30, rule="moves")
+    export_review(run_dir=run, out=out, fmt=fmt, records=recs)
+    if fmt == "csv":  # the reviewer agrees with every suggestion
+        df = pd.read_csv(out, dtype=str, keep_default_na=False)
+        df["review_label"] = df["suggested_label"]
+        df.to_csv(out, index=False)
+    else:
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        for d in lines:
+            if fmt == "argilla":
+                d["responses"] = {"label": [{"value": d["suggestions"]["label"]["value"]}]}
+            else:
+                d["review_label"] = d["suggested_label"]
+        out.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    names = json.loads((run / "metrics.json").read_text())["label_names"]
+    ids = pd.read_parquet(run / "labels.parquet", columns=["id"])["id"].tolist()
+    rows, labels, sugg = read_reviewed(path=out, label_names=names, corpus_ids=ids, with_suggested=True)
+    rule = {r["id"]: r["review_rule"] for r in recs}
+    assert len(rows) == 30
+    for r, lab, s in zip(rows, labels, sugg):
+        assert s == (lab if rule[ids[r]] == "random" else -1), (ids[r], rule[ids[r]])

@@ -1,0 +1,94 @@
+"""A move audit: a few random reviews of each of a run's relabeling moves, so that reviews can judge them.
+
+A run relabels in moves (given class g -> suggested class f, ``noiseal_ray.review.moves``), and a
+move is usually right or wrong as a whole. Only an unbiased sample of a move's rows tells which:
+rows picked for their doubt are the move's likeliest mistakes and would make a good move look
+bad. ``move_quotas`` shares an audit budget over the moves, largest first: first enough reviews
+for each to be refutable (``FIRST``: 3 of 3 against refutes at the default confidence), then up to
+``MOST`` (6: one right review among them still refutes). ``audit_picks`` draws them at random
+(the run's seed) from a run's ``labels.parquet``, streamed.
+
+``select_for_review(rule="moves")`` spends ``AUDIT_SHARE`` of a budget here and the rest on the
+most doubtful rows; an exported file marks each pick's ``review_rule``, and only ``random`` picks
+count as tests of a move when the file comes back (``noiseal_ray.data.reviews.read_review``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FIRST, MOST = 3, 6
+AUDIT_SHARE = 0.5
+
+
+def move_quotas(*, sizes: np.ndarray, budget: int, first: int = FIRST, most: int = MOST) -> np.ndarray:
+    """How many random reviews each move gets, (C, C) int64, summing to at most ``budget``.
+
+    ``sizes`` (C, C): rows per (given, suggested) pair; the diagonal (kept labels) gets none. Each
+    move, largest first, is raised to min(``first``, its size), then all of them one review at a
+    time up to min(``most``, size), while the budget lasts.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    q = np.zeros_like(sizes)
+    moves = [(int(g), int(f)) for g, f in np.argwhere(sizes > 0) if g != f]
+    moves.sort(key=lambda m: -sizes[m])
+    left = max(int(budget), 0)
+    for target in range(first, most + 1):
+        for m in moves:
+            add = min(min(target, sizes[m]) - q[m], left)
+            if add > 0:
+                q[m] += add
+                left -= add
+    return q
+
+
+def move_sizes(*, run: Path, names: list[str]) -> np.ndarray:
+    """Rows per (given, final) label pair of a run, (C, C) int64, unreviewed rows only (the
+    ones a review can still be spent on)."""
+    import pyarrow.compute as pc
+
+    from noiseal_ray.report import iter_batches
+    from noiseal_ray.review.scores import label_codes
+
+    c = len(names)
+    sizes = np.zeros(c * c, np.int64)
+    for b in iter_batches(run / "labels.parquet", ["given_label", "final_label", "reviewed"]):
+        g, f = label_codes(b, "given_label", names), label_codes(b, "final_label", names)
+        ok = (g >= 0) & (f >= 0)
+        if "reviewed" in b.schema.names:
+            ok &= ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
+        sizes += np.bincount(g[ok] * c + f[ok], minlength=c * c)
+    return sizes.reshape(c, c)
+
+
+def audit_picks(*, run: Path, names: list[str], tau_w: np.ndarray, seed: int, budget: int) -> list[dict]:
+    """Up to ``budget`` random rows of a run's moves, as ``select_for_review``'s candidate dicts
+    (rule ``random``, spread ``decision``), each move's quota (``move_quotas``) in id-hash order."""
+    from noiseal_ray.report import iter_batches
+    from noiseal_ray.review.candidates import batch_candidates
+
+    quota = move_quotas(sizes=move_sizes(run=run, names=names), budget=budget).ravel()
+    if quota.sum() == 0:
+        return []
+    cols = ["id", "given_label", "final_label", "pred_label", "llm_label", "p_strong", "pred_prob", "p_weak",
+            "partition", "reviewed"]
+    keep: list[dict] = []
+    for b in iter_batches(run / "labels.parquet", cols):
+        cands = batch_candidates(b, names=names, tau_w=tau_w, rule="random", spread="decision", budget=0,
+                                 cap=int(quota.max()), seed=seed)
+        keep = _within_quota(keep + [k for k in cands if quota[k["cls"]] > 0], quota)
+    return [{**k, "rule": "random", "spread": "decision"} for k in keep]
+
+
+def _within_quota(cands: list[dict], quota: np.ndarray) -> list[dict]:
+    """Of ``cands``, each move's ``quota[cls]`` highest priorities, highest first overall."""
+    cands = sorted(cands, key=lambda k: -k["priority"])
+    taken = np.zeros_like(quota)
+    out = []
+    for k in cands:
+        if taken[k["cls"]] < quota[k["cls"]]:
+            taken[k["cls"]] += 1
+            out.append(k)
+    return out
