@@ -111,7 +111,7 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     run's seed: the same run gives the same picks.
 
     Rows already reviewed (``labels.parquet`` column ``reviewed``) are never picked. Streams
-    ``labels.parquet``; memory holds only rows that can still be picked (``_candidate_rows``: at
+    ``labels.parquet``; memory holds only rows that can still be picked (``review.candidates``: at
     most about budget + C * ceil(budget / C)).
     """
     import pyarrow as pa
@@ -176,8 +176,9 @@ def _pick(*, run: Path, names: list[str], tau_w: np.ndarray, spread: str, seed: 
     cap = -(-budget // groups)
     keep: list[dict] = []
     for b in iter_batches(run / "labels.parquet", cols):
-        keep = merge_candidates(keep + batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget,
-                                                  cap=cap, seed=seed, exclude=exclude), budget=budget, cap=cap)
+        cands = batch_candidates(b, names=names, tau_w=tau_w, rule=rule, spread=spread, budget=budget, cap=cap,
+                                 seed=seed, exclude=exclude)
+        keep = merge_candidates(keep + cands, budget=budget, cap=cap)
     if not keep:
         return []
     pick = spread_pick(priority=np.array([k["priority"] for k in keep]), classes=np.array([k["cls"] for k in keep]),

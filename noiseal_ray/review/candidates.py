@@ -13,7 +13,7 @@ from noiseal_ray.review.scores import final_prob, id_uniform, label_codes, rank_
 
 
 def batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spread: str, budget: int,
-                      cap: int, seed: int = 0, exclude: frozenset = frozenset()) -> list[dict]:
+                     cap: int, seed: int = 0, exclude: frozenset = frozenset()) -> list[dict]:
     """The rows of a labels.parquet record batch ``b`` that can still be among the picks (never a
     reviewed one, nor an id in ``exclude``), as dicts with their priority, doubt and class
     (``_candidate_rows``)."""
