@@ -18,11 +18,11 @@ them with random picks):
 * ``sample``: drawn at random with chance proportional to doubt (weighted sampling without
   replacement by the key log(u) / doubt): mostly doubtful rows, sometimes a confident one.
 * ``mixed``: half the budget by ``doubt``, the other half by ``random`` among the rest.
-* ``moves``: an audit of the run's relabeling moves (``noiseal_ray.review.audit``: a few random
-  rows of each move g -> f, largest moves first, on at most half the budget), then ``doubt`` for
-  the rest. Handed back as an exported file, the audit's reviews judge each move as a whole (a
-  refuted one is applied to no unreviewed row, ``noiseal_ray.review.moves``), and the doubt half
-  fixes the single rows the run most likely got wrong.
+* ``moves``: an audit of the run's relabeling moves (``noiseal_ray.review.audit``: random rows
+  of each move g -> f, as many per move, largest moves first, on at most half the budget), then
+  ``random`` for the rest. Handed back as an exported file, the audit's reviews judge each move as
+  a whole (a refuted one is applied to no unreviewed row, ``noiseal_ray.review.moves``), and the
+  random half keeps the reviewed rows a fair sample of the corpus, which a rerun trusts.
 * ``cover``: one row per cluster of the final model's embeddings, the most doubtful of its typical
   half (``noiseal_ray.review.cover``); it embeds the corpus once, so it costs a scoring pass.
 """
@@ -104,7 +104,7 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     """The ``budget`` rows of a finished run most worth a review: a ``pyarrow.Table`` with ``id``,
     ``review_priority``, ``review_why`` and ``review_rule`` (the rule that picked the row),
     highest priority first (``mixed``: its doubt half, then its random half; ``moves``: its audit,
-    then its doubt picks; ``cover``: its cluster picks, then any filled by doubt); ``spread``
+    then its random picks; ``cover``: its cluster picks, then any filled by doubt); ``spread``
     (``SPREADS``, not used by ``cover``): at most ceil(budget / C) per suggested or given class
     while other classes have rows (``spread_pick``); ``decision``: at most ceil(budget / C^2) per
     (given, suggested) pair, so every decision of the run gets a few reviews. ``random`` and ``sample`` draw with the
@@ -139,7 +139,8 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
 
         chosen = audit_picks(run=run, names=ctx["names"], tau_w=ctx["tau_w"], seed=ctx["seed"],
                              budget=int(budget * AUDIT_SHARE))
-        chosen += _pick(**ctx, rule="doubt", budget=budget - len(chosen),
+        # Spread over nothing: the rest is a plain random sample, so classes keep their shares.
+        chosen += _pick(**{**ctx, "spread": "none"}, rule="random", budget=budget - len(chosen),
                         exclude=frozenset(str(k["id"]) for k in chosen))
     elif rule == "cover":
         from noiseal_ray.review.cover import select_cover
