@@ -66,11 +66,12 @@ def settings() -> dict:
             "noisyagnews-real": lambda seed: Cell("noisyagnews", "real", 0.0, seed, "noiseal-knn", 1000, 500, tr)}
 
 
-def _config(*, cell, meta: dict, reviewed: Path | None, warmup_from: Path | None):
+def _config(*, cell, meta: dict, reviewed: Path | None, warmup_from: Path | None, refute: float | None = None):
     from noiseal_ray.config import make_config
 
     tr = cell.training
-    return make_config(overrides=dict(
+    extra = {} if refute is None else {"refute_confidence": refute}
+    return make_config(overrides=dict(**extra,
         data=meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
         clean_label_col=meta["clean_label_col"], test_data=meta["test"], test_label_col=meta["test_label_col"],
         max_length=tr.max_length, workers=tr.workers, batch_size=tr.batch_size, seed=cell.seed,
@@ -153,7 +154,9 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
     for arm in arms:
         if arm == "none":
             continue
-        base_arm = arm.removesuffix("-v")
+        # "ARM@C": ARM with refute_confidence C (the verdicts' bar), e.g. random-v@0.75.
+        kind, _, conf = arm.partition("@")
+        base_arm = kind.removesuffix("-v")
         if base_arm.startswith("budget"):
             from noiseal_ray.review import select_for_review
 
@@ -165,10 +168,12 @@ def run_seed(*, name: str, seed: int, budget: int, out: Path, data_root: Path, a
             rng = np.random.default_rng(10_000 + seed)
             ids = [all_ids[i] for i in np.sort(rng.choice(len(all_ids), size=budget, replace=False))]
             rules = None
-        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv", suggested=arm.endswith("-v"),
+        picked = _write_reviewed(labels=labels, ids=ids, out=base / f"reviewed-{arm}.csv", suggested=kind.endswith("-v"),
                                  rules=rules)
         print(f"[{name} seed {seed}] {arm}: {picked}", flush=True)
-        res[arm] = {**_run(cfg=_config(cell=cell, meta=meta, reviewed=base / f"reviewed-{arm}.csv", warmup_from=warm),
+        cfg = _config(cell=cell, meta=meta, reviewed=base / f"reviewed-{arm}.csv", warmup_from=warm,
+                      refute=float(conf) if conf else None)
+        res[arm] = {**_run(cfg=cfg,
                            out=base / arm), **picked}
     return res
 
@@ -186,14 +191,20 @@ def render(results: dict, *, budget: int, command: str) -> str:
              "had wrong (final label), and how many of their given labels were wrong. An arm ending in `-v` hands "
              "the same kind of picks back as an exported file (with `none`'s suggested labels), so the rerun also "
              "holds back the moves of `none` that the reviews refute (`noiseal_ray.review.moves`); `budget-audit` "
-             "picks at random within each (given, suggested) pair of `none` (`--rule random --spread decision`).", "",
+             "picks at random within each (given, suggested) pair of `none` (`--rule random --spread decision`); "
+             "`budget-moves` is `--rule moves` (half the budget on random rows of each move of `none`, as many per "
+             "move, the rest a plain random sample).", "",
              "| setting | seed | arm | final-label acc | test acc (last) | wrong among picked (final / given) | "
              "right labels broken | wrong labels fixed | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     deltas: dict = {}
+    seen = {a for seeds in results.values() for arms in seeds.values() for a in arms}
+    extra = sorted(a for a in seen if "@" in a)  # arms with another refute_confidence
+    order = (*ARMS, *extra)
+    pairs = PAIRS + [(a, f"random-v@{a.partition('@')[2]}") for a in extra if not a.startswith("random-v@")]
     for name, seeds in results.items():
         for seed, arms in sorted(seeds.items()):
-            for arm in ARMS:
+            for arm in order:
                 r = arms.get(arm)
                 if r is None:
                     continue
@@ -204,7 +215,7 @@ def render(results: dict, *, budget: int, command: str) -> str:
                 if arm != "none" and "none" in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, arm, k), []).append(100 * (r[k] - arms["none"][k]))
-            for b, rand in PAIRS:
+            for b, rand in pairs:
                 if b in arms and rand in arms:
                     for k in ("final_accuracy", "test_accuracy_last"):
                         deltas.setdefault((name, f"{b} - {rand}", k), []).append(100 * (arms[b][k] - arms[rand][k]))
@@ -223,7 +234,7 @@ def render(results: dict, *, budget: int, command: str) -> str:
               "| setting | comparison | final-label acc | test acc (last) | seeds ahead (final / test) |",
               "|---|---|---|---|---|"]
     for name in results:
-        for comp in (*(a for a in ARMS if a != "none"), *(f"{b} - {r}" for b, r in PAIRS)):
+        for comp in (*(a for a in order if a != "none"), *(f"{b} - {r}" for b, r in pairs)):
             f, t = deltas.get((name, comp, "final_accuracy")), deltas.get((name, comp, "test_accuracy_last"))
             if not f:
                 continue
@@ -242,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default=",".join(settings()), help="comma-separated: " + ", ".join(settings()))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=200)
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS)
+                    + "; ARM@C runs ARM with refute_confidence C (e.g. random-v@0.75)")
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
