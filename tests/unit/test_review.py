@@ -150,7 +150,7 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
     from noiseal_ray.review.budget import final_prob
 
     labels = pq.read_table(run / "labels.parquet").to_pandas()
-    picked = select_for_review(run_dir=run, budget=30).to_pandas()
+    picked = select_for_review(run_dir=run, budget=30, rule="doubt").to_pandas()
     assert len(picked) == 30 and picked["id"].is_unique
     assert not set(picked["id"]) & set(labels["id"][:20])  # never a reviewed row
     assert picked["review_priority"].is_monotonic_decreasing
@@ -164,9 +164,9 @@ def test_select_for_review_picks_doubtful_rows_spread_over_classes_and_skips_rev
                            p_given=labels["p_strong"].to_numpy(), pred_prob=labels["pred_prob"].to_numpy())
     # The picks are far more doubtful than the corpus as a whole.
     assert chosen.shape[0] and picked["review_priority"].mean() > np.median(doubt) + 0.2
-    by_given = select_for_review(run_dir=run, budget=30, spread="given").to_pandas()
+    by_given = select_for_review(run_dir=run, budget=30, rule="doubt", spread="given").to_pandas()
     assert labels.set_index("id").loc[by_given["id"], "given_label"].value_counts().max() <= 5
-    top = select_for_review(run_dir=run, budget=30, spread="none").to_pandas()
+    top = select_for_review(run_dir=run, budget=30, rule="doubt", spread="none").to_pandas()
     assert top["review_priority"].min() >= picked["review_priority"].min()  # no cap: the 30 highest overall
 
 
@@ -231,7 +231,7 @@ def test_export_budget_writes_the_picks_in_order_with_why(run, tmp_path):
     import pandas as pd
 
     df = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert list(df["id"]) == select_for_review(run_dir=run, budget=12).column("id").to_pylist()
+    assert list(df["id"]) == select_for_review(run_dir=run, budget=12, rule="doubt").column("id").to_pylist()
     assert {"review_priority", "review_why", "reason"} <= set(df.columns)
     assert read_review(out, reviewed_only=True).empty  # nothing answered yet
 
@@ -251,7 +251,7 @@ def test_export_budget_from_the_command_line(run, tmp_path):
     out = tmp_path / "picks.jsonl"
     res = CliRunner().invoke(cli.app, ["export", str(run), "--budget", "7", "--out", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert "wrote 7 most-worth-reviewing (budget 7, rule doubt) record(s)" in res.output
+    assert "wrote 7 most-worth-reviewing (budget 7, rule moves) record(s)" in res.output
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 7 and all(r["review_why"] and r["review_priority"] is not None for r in recs)
     res = CliRunner().invoke(cli.app, ["export", str(run), "--budget", "7", "--rule", "vibes", "--out", str(out)])
