@@ -15,7 +15,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl | csv | argilla (JSONL of Argilla records)")] = "jsonl",
     budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Only the N rows whose review is worth the most (any --subset ignored), most valuable first, each with why.")] = None,
     rule: Annotated[str, typer.Option("--rule", help="How --budget picks rows: moves (the default: random rows of each of the run's relabeling moves, so that the reviews, handed back as the exported file, can judge each move; then random rows) | doubt | disagree | random (an audit sample) | sample (at random, weighted by doubt) | mixed (half doubt, half random) | cover (one row per embedding cluster; costs a scoring pass).")] = "moves",
-    spread: Annotated[str, typer.Option("--spread", help="Spread --budget over the suggested | given classes, the run's decisions (given -> suggested pairs), or none.")] = "suggested",
+    spread: Annotated[str, typer.Option("--spread", help="Spread --budget over the suggested | given classes, the run's decisions (given -> suggested pairs), or none (not used by --rule moves and cover, which spread by the run's moves and by clusters).")] = "suggested",
 ) -> None:
     """Export id, text, given and suggested label, scores and a reason per row, for review.
 

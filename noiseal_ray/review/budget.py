@@ -108,7 +108,7 @@ def select_for_review(*, run_dir: str | Path, budget: int, rule: str = DEFAULT_R
     ``review_priority``, ``review_why`` and ``review_rule`` (the rule that picked the row),
     highest priority first (``mixed``: its doubt half, then its random half; ``moves``: its audit,
     then its random picks; ``cover``: its cluster picks, then any filled by doubt); ``spread``
-    (``SPREADS``, not used by ``cover``): at most ceil(budget / C) per suggested or given class
+    (``SPREADS``, not used by ``moves`` and ``cover``, which spread by their own units): at most ceil(budget / C) per suggested or given class
     while other classes have rows (``spread_pick``); ``decision``: at most ceil(budget / C^2) per
     (given, suggested) pair, so every decision of the run gets a few reviews. ``random`` and ``sample`` draw with the
     run's seed: the same run gives the same picks.
