@@ -43,31 +43,28 @@ def move_quotas(*, sizes: np.ndarray, budget: int, first: int = FIRST) -> np.nda
     left = max(int(budget), 0)
     top = max((int(sizes[m]) for m in moves), default=0)
     for target in range(first, max(top, first) + 1):
-        if left == 0:
+        if left == 0 or not moves:
             break
         for m in moves:
             add = min(min(target, sizes[m]) - q[m], left)
             if add > 0:
                 q[m] += add
                 left -= add
+        moves = [m for m in moves if q[m] < sizes[m]]  # a full move needs no more turns
     return q
 
 
 def move_sizes(*, run: Path, names: list[str]) -> np.ndarray:
     """Rows per (given, final) label pair of a run, (C, C) int64, unreviewed rows only (the
     ones a review can still be spent on)."""
-    import pyarrow.compute as pc
-
     from noiseal_ray.report import iter_batches
-    from noiseal_ray.review.scores import label_codes
+    from noiseal_ray.review.scores import label_codes, unreviewed
 
     c = len(names)
     sizes = np.zeros(c * c, np.int64)
     for b in iter_batches(run / "labels.parquet", ["given_label", "final_label", "reviewed"]):
         g, f = label_codes(b, "given_label", names), label_codes(b, "final_label", names)
-        ok = (g >= 0) & (f >= 0)
-        if "reviewed" in b.schema.names:
-            ok &= ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
+        ok = (g >= 0) & (f >= 0) & unreviewed(b)
         sizes += np.bincount(g[ok] * c + f[ok], minlength=c * c)
     return sizes.reshape(c, c)
 

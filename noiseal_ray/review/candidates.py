@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from noiseal_ray.review.scores import final_prob, id_uniform, label_codes, rank_rows
+from noiseal_ray.review.scores import final_prob, id_uniform, label_codes, rank_rows, unreviewed
 
 
 def batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, spread: str, budget: int,
@@ -18,7 +18,6 @@ def batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, sprea
     reviewed one, nor an id in ``exclude``), as dicts with their priority, doubt and class
     (``_candidate_rows``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     def floats(c: str) -> np.ndarray:
         return b.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -32,9 +31,7 @@ def batch_candidates(b, *, names: list[str], tau_w: np.ndarray, rule: str, sprea
     doubt = 1.0 - final_prob(given=given, final=final, pred=pred, p_given=floats("p_strong"),
                              pred_prob=floats("pred_prob"))
     prio = rank_rows(rule=rule, doubt=doubt, given=given, pred=pred, llm=llm, weak_rejects=rejects, u=u)
-    ok = np.ones(len(given), bool)
-    if "reviewed" in b.schema.names:
-        ok = ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
+    ok = unreviewed(b)
     if exclude:
         ok &= np.array([str(i) not in exclude for i in ids], dtype=bool)
     by = {"given": given, "decision": np.clip(given, 0, None) * len(names) + np.clip(final, 0, None)}.get(spread, final)

@@ -44,7 +44,7 @@ def select_cover(*, run: Path, names: list[str], budget: int, seed: int, exclude
     the scoring path of ``noiseal_ray.score.Scorer``, in this process)."""
     import pyarrow.dataset as pads
 
-    from noiseal_ray.review.scores import batch_doubt, id_uniform
+    from noiseal_ray.review.scores import batch_doubt, id_uniform, unreviewed
     from noiseal_ray.score import Scorer
 
     scorer = Scorer(model_dir=str(run / "model"), with_embedding=True)
@@ -58,9 +58,7 @@ def select_cover(*, run: Path, names: list[str], budget: int, seed: int, exclude
 
         for b in iter_batches(run / "labels.parquet", cols, batch_size=batch_rows):
             ids = [str(i) for i in b.column("id").to_pylist()]
-            ok = np.array([i not in exclude for i in ids], bool)
-            if "reviewed" in b.schema.names:
-                ok &= ~np.asarray(b.column("reviewed").fill_null(False).to_pylist(), bool)
+            ok = np.array([i not in exclude for i in ids], bool) & unreviewed(b)
             if fit_only:
                 ok &= id_uniform(ids, seed=seed) <= fit_share
             rows = np.flatnonzero(ok)

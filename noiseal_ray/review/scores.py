@@ -21,7 +21,7 @@ def final_prob(*, given: np.ndarray, final: np.ndarray, pred: np.ndarray, p_give
 
 
 def rank_rows(*, rule: str, doubt: np.ndarray, given: np.ndarray, pred: np.ndarray, llm: np.ndarray,
-          weak_rejects: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+              weak_rejects: np.ndarray, u: np.ndarray | None) -> np.ndarray:
     """How much a review of each row is worth under a scoring ``rule`` (doubt, disagree, random, sample;
     ``noiseal_ray.review.budget.review_priority``), from each row's doubt (n,) (1 - ``final_prob``)."""
     if rule == "doubt":
@@ -54,6 +54,16 @@ def label_codes(b, column: str, names: list[str]) -> np.ndarray:
     import pyarrow.compute as pc
 
     return pc.fill_null(pc.index_in(b.column(column), value_set=pa.array(names)), -1).to_numpy().astype(np.int64)
+
+
+def unreviewed(b) -> np.ndarray:
+    """Rows (n,) bool of the labels.parquet record batch ``b`` that no reviewer labelled (all of
+    them when the run had no ``reviewed`` column): the ones a review can still be spent on."""
+    import pyarrow.compute as pc
+
+    if "reviewed" not in b.schema.names:
+        return np.ones(b.num_rows, bool)
+    return ~pc.fill_null(b.column("reviewed"), False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def batch_doubt(b, *, names: list[str]) -> np.ndarray:
