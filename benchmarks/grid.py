@@ -57,6 +57,8 @@ NOISEAL_OPTIONS: dict[str, dict] = {
     "noiseal-knn-split": {"annotator": "knn", "split": CANDIDATE_SPLIT},
     "noiseal-knn-rows": {"annotator": "knn", "loss_norm": "rows"},
     "noiseal-knn-split-rows": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows"},
+    "noiseal-knn-split-rows-hgiven": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows",
+                                      "hard_loss": "given"},
 }
 
 # "noiseal-knn-refit": base's schedule on the final labels of the same seed's noiseal-knn cell.
@@ -260,15 +262,16 @@ def paired() -> Grid:
     data order), so per-seed differences are differences between the variants."""
     training = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
     seeds = (0, 1, 2)
-    methods = ("base", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows")
+    methods = ("base", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows",
+               "noiseal-knn-split-rows-hgiven")
     cells = _cells([("trec", "sym", 0.2), ("trec", "asym", 0.4)], seeds=seeds, methods=methods, train_rows=2000,
                    test_rows=None, training=training)
     return Grid("paired", cells, None,
                 "TREC, 2,000-row seeded train subsample, full 500-row clean test split; symmetric 20% and asymmetric "
                 "40% noise; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the candidate split "
-                f"({CANDIDATE_SPLIT}), with row-weighted losses, and with both; every NoiseAL variant adopts the "
-                "same seed's base warm-up (1 epoch) and trains 3 rounds (4 epochs for every method); max_length 32; "
-                "2 Ray Train workers; no speed part")
+                f"({CANDIDATE_SPLIT}), with row-weighted losses, with both, and with both and H trained on its given "
+                "labels (hard_loss given); every NoiseAL variant adopts the same seed's base warm-up (1 epoch) and trains "
+                "3 rounds (4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
 
 
 GRIDS = {"smoke": smoke, "trec": trec, "real": real, "breadth": breadth, "full": full,

@@ -77,6 +77,9 @@ class RunConfig(BaseModel):
     # or H row then weighs |R|/|P| or |R|/|H| times an R row) or "rows" (each subset's sum over the
     # batch size: every row weighs the same, whatever its subset).
     loss_norm: Literal["subset", "rows"] = "subset"
+    # What H rows train on: "embmix" (the method's EmbMix on the model's sharpened predictions) or
+    # "given" (cross-entropy on the given label, as R: where the run cannot tell, the label stays).
+    hard_loss: Literal["embmix", "given"] = "embmix"
     rce_a: float = Field(-4.0, lt=0)  # log 0 := A, negative
     embmix_alpha: float = Field(0.75, gt=0)
     sharpen_t: float = Field(0.5, gt=0)

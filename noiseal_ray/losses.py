@@ -109,20 +109,27 @@ def noiseal_loss(
     t: float = 0.5,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     norm: str = "subset",
+    hard: str = "embmix",
 ) -> LossParts:
     """L = w_R * CE(R) + w_P * RCE(P, llm label) + w_H * EmbMix(H).
 
     part: (B,) int codes 0=R, 1=P, 2=H. llm_labels: (B,) int, -1 where P has no annotator label.
     ``norm``: ``"subset"``: each term is its subset's mean (a P or H row weighs |R|/|P| or
     |R|/|H| times an R row); ``"rows"``: each term is its subset's sum over B, so every row that
-    trains weighs the same. ``LossParts.r/p/h`` are the subset means either way.
+    trains weighs the same. ``LossParts.r/p/h`` are the subset means either way. ``hard``:
+    ``"embmix"``: H's term is EmbMix; ``"given"``: CE on H's given ``labels``, as R's.
     """
     if norm not in ("subset", "rows"):
         raise ValueError(f"norm must be subset or rows, got {norm!r}")
+    if hard not in ("embmix", "given"):
+        raise ValueError(f"hard must be embmix or given, got {hard!r}")
     m_r, m_p, m_h = part == 0, part == 1, part == 2
     l_r = ce_loss(logits, labels, m_r)
     l_p = rce_loss(logits, llm_labels, m_p, a=rce_a)
-    l_h = embmix_loss(emb, logits, head, labels, m_r, m_h, num_classes=num_classes, alpha=alpha, t=t)
+    if hard == "given":
+        l_h = ce_loss(logits, labels, m_h)
+    else:
+        l_h = embmix_loss(emb, logits, head, labels, m_r, m_h, num_classes=num_classes, alpha=alpha, t=t)
     share = (1.0, 1.0, 1.0)
     if norm == "rows":
         b = max(int(part.shape[0]), 1)

@@ -45,6 +45,7 @@ class TrainSpec:
     loss_weights: tuple[float, float, float]
     threads: int | None = None
     loss_norm: str = "subset"  # noiseal_loss's norm: "subset" means or "rows" (sums over the batch)
+    hard_loss: str = "embmix"  # noiseal_loss's hard: what H trains on, "embmix" or "given"
     # Learning-rate schedule over the whole run, of which this fit is a part: "linear" decays both
     # models' rates linearly per epoch, lr * (1 - e / total_epochs) for the run's epoch e (0-based),
     # the usual schedule for fine-tuning transformers; "constant" keeps them. A fit that is not
@@ -260,7 +261,7 @@ def _train_epoch(spec: WorkerSpec, m: _Trainees, *, epoch: int, rank: int, shard
             parts = noiseal_loss(emb=emb, logits=logits, head=_unwrap(model).head, labels=labels, llm_labels=llm,
                                  part=part, num_classes=bundle.num_classes, rce_a=spec.rce_a,
                                  alpha=spec.embmix_alpha, t=spec.sharpen_t, weights=spec.loss_weights,
-                                 norm=spec.loss_norm)
+                                 norm=spec.loss_norm, hard=spec.hard_loss)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()
             opt.step()

@@ -61,6 +61,7 @@ def train_spec(*, config: RunConfig, init_dir: Path, epochs: int, round_no: int)
                      strong_lr=config.strong_lr, weak_lr=config.weak_lr, batch_size=config.batch_size,
                      rce_a=config.rce_a, embmix_alpha=config.embmix_alpha, sharpen_t=config.sharpen_t,
                      loss_weights=tuple(config.loss_weights), loss_norm=config.loss_norm,
+                     hard_loss=config.hard_loss,
                      threads=max(1, (os.cpu_count() or 1) // config.workers))
 
 

@@ -102,3 +102,22 @@ def test_rows_norm_weighs_every_training_row_the_same():
     assert rows.total.item() == pytest.approx(((ce + rce) / 8).item(), rel=1e-5)
     with pytest.raises(ValueError, match="norm must be subset or rows"):
         noiseal_loss(**kw, norm="batch")
+
+
+def test_hard_given_trains_h_on_its_given_labels_as_r():
+    torch.manual_seed(3)
+    m = Tiny()
+    x = torch.randn(6, 6)
+    logits, emb = m(x)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    llm = torch.full((6,), -1)
+    part = torch.tensor([0, 0, 0, 2, 2, 2])
+    kw = dict(emb=emb, logits=logits, head=m.head, labels=y, llm_labels=llm, part=part, num_classes=3)
+    given = noiseal_loss(**kw, hard="given", norm="rows")
+    # Every row, R or H, is plain cross-entropy on its label: the same as one CE over the batch.
+    assert given.total.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert given.h == pytest.approx(F.cross_entropy(logits[3:], y[3:]).item(), rel=1e-5)
+    mixed = noiseal_loss(**kw)  # the default, EmbMix on H, is not that
+    assert mixed.h != pytest.approx(given.h, rel=1e-3)
+    with pytest.raises(ValueError, match="hard must be embmix or given"):
+        noiseal_loss(**kw, hard="self")
