@@ -642,3 +642,36 @@ def test_ablation_refuses_a_gmm_threshold_it_does_not_implement(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--thr", "gmm"])  # used to run plain cross-entropy under the name "gmm"
     assert "invalid choice: 'gmm'" in capsys.readouterr().err
+
+
+def test_final_gates_undo_only_the_changes_their_evidence_does_not_back(tmp_path):
+    """benchmarks.final_gates on a hand-made run folder: four rows, two classes, two rounds of tables."""
+    import pandas as pd
+
+    from benchmarks.final_gates import evidence, score, vetoes
+
+    run = tmp_path / "run"
+    # a: kept, right. b: a right change the strong model backed from the warm-up on. c: a wrong change
+    # the warm-up never predicted, in H. d: a reviewed row whose label the reviewer changed.
+    base = {"id": ["a", "b", "c", "d"], "clean_label": [0, 1, 0, 1], "given": [0, 0, 0, 0],
+            "trusted": [False, False, False, True]}
+    for r, (pred, prob) in {1: ([0, 1, 0, 1], [0.9, 0.8, 0.6, 0.9]), 2: ([0, 1, 1, 1], [0.9, 0.95, 0.95, 0.9])}.items():
+        (run / "rounds" / f"r{r}" / "table").mkdir(parents=True)
+        pd.DataFrame({**base, "pred": pred, "pred_prob": prob, "p_weak": [0.9, 0.1, 0.6, 0.5]}).to_parquet(
+            run / "rounds" / f"r{r}" / "table" / "part-0.parquet")
+    (run / "rounds" / "r0" / "table").mkdir(parents=True)  # the input table: not a scored round, never read
+    (run / "manifest.json").write_text(json.dumps({"label_names": ["x", "y"]}))
+    pd.DataFrame({"id": ["a", "b", "c", "d"], "final_label": ["x", "y", "y", "y"],
+                  "partition": ["R", "P", "H", "R"]}).to_parquet(run / "labels.parquet")
+    e = evidence(run)
+    assert e["final"].tolist() == [0, 1, 1, 1] and e["preds"].shape == (2, 4)
+    v = vetoes(e)
+    assert v["none"].tolist() == [False] * 4
+    assert v["stable"].tolist() == v["warm-up sure"].tolist() == [False, False, True, False]
+    assert v["final sure"].tolist() == [False, False, False, False]  # c's last round backs it at 0.95
+    assert v["weak doubts"].tolist() == [False, False, True, False]  # the weak model gives c's given label 0.6
+    assert v["H keeps given"].tolist() == [False, False, True, False]
+    assert not any(x[3] for x in v.values())  # a reviewed row is the reviewer's, no gate undoes it
+    # Given right: a, c (2 of 4). The run: a, b, d right; c broken. Undoing c: all four right.
+    assert score(e, v["none"]) == {"right": 75.0, "given": 50.0, "fixed": 100.0, "broken": 50.0}
+    assert score(e, v["stable"]) == {"right": 100.0, "given": 50.0, "fixed": 100.0, "broken": 0.0}

@@ -1,0 +1,121 @@
+"""Final-label gates, offline (issue 15, item 6): could a run's own scores tell which of its label
+changes to keep?
+
+A gate vetoes some of a finished run's changes (the final label goes back to the given one) from
+what the run itself knows: its round tables (both models' scores after each round, the warm-up's
+first) and labels.parquet. Each gate is scored on the rows with a known true label: final labels
+right, wrong given labels fixed, right ones broken. A gate is worth making the run's rule only if it
+helps on every dataset (the product's first rule: do no harm where the run cannot tell).
+
+    .venv/bin/python -m benchmarks.final_gates RUN [RUN ...] [--out benchmarks/results/final_gates.md]
+
+Each RUN is a finished ``noiseal-ray run`` folder with a clean label column and its round tables
+(``rounds/r*/table``), e.g. the ``none`` runs of ``benchmarks.review_loop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["id", "clean_label", "given", "trusted", "pred", "pred_prob", "p_weak"]
+
+# name -> (what it keeps, veto(changed rows' evidence) -> mask of changes to undo)
+GATES = {
+    "none": "every change the run made (its final labels)",
+    "stable": "a change only where the strong model's argmax was the new label after every round, the warm-up's too",
+    "warm-up sure": "a change only where the warm-up model already predicted the new label with p >= 0.5",
+    "final sure": "a change only where the final strong model gives the new label p >= 0.9",
+    "weak doubts": "a change only where the weak model gives the given label less than 1/C",
+    "H keeps given": "no change in H (`--hard-policy given`); P's relabels stay",
+}
+
+
+def _round_tables(run: Path) -> list[Path]:
+    """The round tables in round order, r1 (scored by the warm-up models) first; r0 (the input) left out."""
+    rounds = sorted((p for p in (run / "rounds").glob("r*") if any((p / "table").glob("*.parquet"))),
+                    key=lambda p: int(p.name[1:]))
+    return [p / "table" for p in rounds if p.name != "r0"]
+
+
+def evidence(run: Path) -> dict[str, np.ndarray]:
+    """Per row (in labels.parquet's order): given, final, clean label ids (-1 unknown), trusted, part,
+    the strong argmax after each round (R, n), the last round's pred_prob and p_weak, the number of
+    classes. Label names map to the tables' ids through the manifest's ``label_names``."""
+    import json
+
+    import pandas as pd
+
+    names = {name: i for i, name in enumerate(json.loads((run / "manifest.json").read_text())["label_names"])}
+    lab = pd.read_parquet(run / "labels.parquet", columns=["id", "final_label", "partition"])
+    tables = [pd.read_parquet(t, columns=COLUMNS).set_index("id").loc[lab["id"]] for t in _round_tables(run)]
+    if len(tables) < 2:
+        raise ValueError(f"{run}: fewer than two round tables under rounds/ (a run with rounds >= 1 keeps them)")
+    last = tables[-1]
+    return {"given": last["given"].to_numpy(), "clean": last["clean_label"].to_numpy(),
+            "final": lab["final_label"].map(names).astype(np.int64).to_numpy(),
+            "trusted": last["trusted"].to_numpy(bool), "part": lab["partition"].to_numpy(),
+            "preds": np.stack([t["pred"].to_numpy() for t in tables]),
+            "warm_prob": tables[0]["pred_prob"].to_numpy(), "pred_prob": last["pred_prob"].to_numpy(),
+            "p_weak": last["p_weak"].to_numpy(), "classes": len(names)}
+
+
+def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Gate name -> (n,) bool: the changes the gate undoes."""
+    changed = (e["final"] != e["given"]) & ~e["trusted"]
+    new = e["final"]
+    return {"none": np.zeros_like(changed),
+            "stable": changed & ~(e["preds"] == new).all(0),
+            "warm-up sure": changed & ~((e["preds"][0] == new) & (e["warm_prob"] >= 0.5)),
+            "final sure": changed & ~((e["preds"][-1] == new) & (e["pred_prob"] >= 0.9)),
+            "weak doubts": changed & (e["p_weak"] >= 1.0 / e["classes"]),
+            "H keeps given": changed & (e["part"] == "H")}
+
+
+def score(e: dict[str, np.ndarray], undo: np.ndarray) -> dict[str, float]:
+    """Final labels right, fixed and broken (percent) over the rows with a known true label."""
+    known = e["clean"] >= 0
+    final = np.where(undo, e["given"], e["final"])[known]
+    clean, given = e["clean"][known], e["given"][known]
+    right_g, right_f = given == clean, final == clean
+    return {"right": 100 * right_f.mean(), "given": 100 * right_g.mean(),
+            "fixed": 100 * (~right_g & right_f).sum() / max(1, (~right_g).sum()),
+            "broken": 100 * (right_g & ~right_f).sum() / max(1, right_g.sum())}
+
+
+def render(runs: list[Path], *, command: str) -> str:
+    """The Markdown table: one row per run, per gate final right (fixed / broken)."""
+    lines = ["# Final-label gates, offline (issue 15, item 6)", "", f"`{command}`", "",
+             "Per run: the share of final labels right after each gate undoes some of the run's changes, "
+             "then (fixed / broken): wrong given labels made right, right ones made wrong, in percent. "
+             "Gates:", ""]
+    lines += [f"- `{k}`: {v}" for k, v in GATES.items()]
+    lines += ["", "| run | given right | " + " | ".join(GATES) + " |", "|---|---:|" + "---:|" * len(GATES)]
+    for run in runs:
+        e = evidence(run)
+        cells = [score(e, undo) for undo in vetoes(e).values()]
+        lines.append(f"| {run.parent.name}/{run.name} | {cells[0]['given']:.1f} | " + " | ".join(
+            f"{c['right']:.1f} ({c['fixed']:.0f} / {c['broken']:.1f})" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="finished run folders with clean labels and round tables")
+    ap.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    a = ap.parse_args(argv)
+    text = render(a.runs, command="python -m benchmarks.final_gates " + " ".join(
+        argv if argv is not None else sys.argv[1:]))
+    print(text)
+    if a.out is not None:
+        from noiseal_ray.rundir import atomic_write_text
+
+        atomic_write_text(a.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
