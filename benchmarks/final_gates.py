@@ -16,7 +16,6 @@ Each RUN is a finished ``noiseal-ray run`` folder with a clean label column and 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +90,9 @@ def render(runs: list[Path], *, command: str) -> str:
     lines = ["# Final-label gates, offline (issue 15, item 6)", "", f"`{command}`", "",
              "Per run: the share of final labels right after each gate undoes some of the run's changes, "
              "then (fixed / broken): wrong given labels made right, right ones made wrong, in percent. "
-             "Gates:", ""]
+             "A run named `SETTING-sSEED/none` is the `none` arm of `benchmarks.review_loop` (NoiseAL-kNN at the "
+             "defaults): `python -m benchmarks.review_loop --out review-out --settings SETTING --seeds SEED --arms none`, "
+             "run from the folder the command above ran in. Gates:", ""]
     lines += [f"- `{k}`: {v}" for k, v in GATES.items()]
     lines += ["", "| run | given right | " + " | ".join(GATES) + " |", "|---|---:|" + "---:|" * len(GATES)]
     for run in runs:
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", type=Path, nargs="+", help="finished run folders with clean labels and round tables")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     a = ap.parse_args(argv)
-    text = render(a.runs, command="python -m benchmarks.final_gates " + " ".join(
-        argv if argv is not None else sys.argv[1:]))
+    text = render(a.runs, command="python -m benchmarks.final_gates " + " ".join(str(r) for r in a.runs))
     print(text)
     if a.out is not None:
         from noiseal_ray.rundir import atomic_write_text
