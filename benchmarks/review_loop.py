@@ -63,7 +63,10 @@ def settings() -> dict:
     tr = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
     # NoisyAG-News texts are 3-4 times longer than TREC's: fewer rows keep a run near TREC's cost.
     return {"trec-asym40": lambda seed: Cell("trec", "asym", 0.4, seed, "noiseal-knn", 2000, None, tr),
-            "noisyagnews-real": lambda seed: Cell("noisyagnews", "real", 0.0, seed, "noiseal-knn", 1000, 500, tr)}
+            "trec-sym20": lambda seed: Cell("trec", "sym", 0.2, seed, "noiseal-knn", 2000, None, tr),
+            "noisyagnews-real": lambda seed: Cell("noisyagnews", "real", 0.0, seed, "noiseal-knn", 1000, 500, tr),
+            # Hausa headlines: real rule-based noise (about half the labels wrong), the full train split.
+            "hausa-real": lambda seed: Cell("hausa", "real", 0.0, seed, "noiseal-knn", None, None, tr)}
 
 
 def _config(*, cell, meta: dict, reviewed: Path | None, warmup_from: Path | None, refute: float | None = None):
