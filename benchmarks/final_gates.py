@@ -22,7 +22,7 @@ import numpy as np
 
 COLUMNS = ["id", "clean_label", "given", "trusted", "pred", "pred_prob", "p_weak"]
 
-# name -> (what it keeps, veto(changed rows' evidence) -> mask of changes to undo)
+# Gate name -> which of the run's changes it keeps (`vetoes` undoes the rest).
 GATES = {
     "none": "every change the run made (its final labels)",
     "stable": "a change only where the strong model's argmax was the new label after every round, the warm-up's too",
