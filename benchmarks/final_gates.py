@@ -44,11 +44,11 @@ def evidence(run: Path) -> dict[str, np.ndarray]:
     """Per row (in labels.parquet's order): given, final, clean label ids (-1 unknown), trusted, part,
     the strong argmax after each round (R, n), the last round's pred_prob and p_weak, the number of
     classes. Label names map to the tables' ids through the manifest's ``label_names``."""
-    import json
-
     import pandas as pd
 
-    names = {name: i for i, name in enumerate(json.loads((run / "manifest.json").read_text())["label_names"])}
+    from noiseal_ray.rundir import Manifest
+
+    names = {name: i for i, name in enumerate(Manifest.load(run).label_names)}
     lab = pd.read_parquet(run / "labels.parquet", columns=["id", "final_label", "partition"])
     tables = [pd.read_parquet(t, columns=COLUMNS).set_index("id").loc[lab["id"]] for t in _round_tables(run)]
     if len(tables) < 2:
