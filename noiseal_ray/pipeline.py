@@ -9,6 +9,8 @@ Run directory::
     config.yaml  manifest.json  metrics.json  labels.parquet/  model/  report.html
     rounds/r0/{table,init,model}/      base table, initial and warmed-up bundles
     rounds/r{n}/{scored,table,model}/  scores, partition + annotator labels, trained bundle
+                                       (scored/ goes when round n is fitted, model/ when round
+                                       n+1 is: only r0's and the last round's bundles stay)
     checkpoints/                       Ray Train storage (deleted when the run completes, unless
                                        config.storage_path names another place)
     llm_cache/                         LLM answers (annotator "llm")

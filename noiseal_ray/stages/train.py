@@ -151,9 +151,14 @@ def warm_up_stage(*, run: RunContext, trainer: Trainer) -> None:
 
 def train_stage(*, run: RunContext, trainer: Trainer, round_no: int) -> None:
     """Fit round ``round_no`` (1..config.rounds) on its table from the previous round's models,
-    unless done; then drop its scored table (embeddings), needed only within the round."""
-    if run.manifest.done(round_stage(round_no=round_no, step=TRAIN)):
-        return
-    fit_round(run=run, trainer=trainer, round_no=round_no, table_dir=run.round_dir(round_no) / "table",
-              init_dir=run.round_dir(round_no - 1) / "model", epochs=run.config.epochs_per_round)
-    shutil.rmtree(run.round_dir(round_no) / "scored", ignore_errors=True)
+    unless done; then drop its scored table (embeddings), needed only within the round, and the
+    previous round's models, which only this fit started from. The warm-up's (rounds/r0/model) stay:
+    ``--warmup-from`` adopts them; so do the last round's, which finalize reads."""
+    if not run.manifest.done(round_stage(round_no=round_no, step=TRAIN)):
+        fit_round(run=run, trainer=trainer, round_no=round_no, table_dir=run.round_dir(round_no) / "table",
+                  init_dir=run.round_dir(round_no - 1) / "model", epochs=run.config.epochs_per_round)
+        shutil.rmtree(run.round_dir(round_no) / "scored", ignore_errors=True)
+    if round_no > 1:
+        # Weights and optimizer state (~300 MB a round for MiniLM, GBs for larger encoders) that
+        # nothing reads once this round is fitted. Also on a resumed run: a kill may fall between.
+        shutil.rmtree(run.round_dir(round_no - 1) / "model", ignore_errors=True)
