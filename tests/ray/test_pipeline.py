@@ -178,18 +178,14 @@ def test_a_split_rule_is_applied_recorded_and_resumed(tiny_run, tiny_encoder, tm
     out, _ = tiny_run
     rule = "gmm-strong/weak-mean"
     cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"),
-                                               split=rule, loss_norm="rows", rounds=2))
+                                               split=rule, loss_norm="rows"))
     run = tmp_path / "split"
     metrics = run_pipeline(config=cfg, out=str(run), progress=Progress(enabled=False))
-    # Round 1's models (weights, optimizer state) only started round 2's fit: gone. The warm-up's
-    # (--warmup-from) and the last round's (finalize) stay.
-    kept = {p.parent.name for p in (run / "rounds").glob("r*/model")}
-    assert kept == {"r0", "r2"}, kept
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["thresholds"]["rule"] == rule
     cur = RuleThresholds.from_dict(manifest["thresholds"]["current"])  # the last (final) partition's
     assert cur.frame == "strong"
-    t = pq.read_table(run / "rounds" / "r3" / "table").to_pandas()
+    t = pq.read_table(run / "rounds" / "r2" / "table").to_pandas()
     cols = dict(p_strong=t["p_strong"].to_numpy(), p_weak=t["p_weak"].to_numpy(), labels=t["label"].to_numpy())
     np.testing.assert_array_equal(t["part"].to_numpy(), cur.split(**cols, pred=t["pred"].to_numpy()))
     ema = manifest["thresholds"]

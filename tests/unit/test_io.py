@@ -185,3 +185,48 @@ def test_adopted_warmup_must_be_a_full_bundle_with_the_same_labels(tiny_encoder,
     adopt_warmup(src=src, label_names=["a", "b"], dest=tmp_path / "run" / "model")
     assert sorted(p.name for p in (tmp_path / "run" / "model").iterdir()) == sorted(p.name for p in src.iterdir())
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["model"]  # no temp copy left
+
+
+def test_a_rounds_models_go_once_the_next_round_is_fitted_on_a_resumed_run_too(tmp_path, monkeypatch):
+    """rounds/r{n}/model (weights and optimizer state, ~300 MB for MiniLM) only starts round n+1's
+    fit: once that fit is recorded it goes. The warm-up's (``--warmup-from`` adopts it) and the last
+    trained round's (finalize reads it) stay. (The fit itself is stood in for: this is the run folder's
+    bookkeeping; tests/ray/test_pipeline.py runs real fits.)"""
+    from noiseal_ray.config import RunConfig
+    from noiseal_ray.progress import Progress
+    from noiseal_ray.rundir import TRAIN, Manifest, round_stage
+    from noiseal_ray.stages import train as train_stages
+    from noiseal_ray.stages.context import RunContext
+
+    out = tmp_path / "run"
+    out.mkdir()
+    run = RunContext(config=RunConfig(rounds=3), out=out, manifest=Manifest(out / "manifest.json", {"stages": [], "rounds": {}}),
+                     progress=Progress(enabled=False))
+    fits = []
+
+    def fit_round(*, run, trainer, round_no, table_dir, init_dir, epochs):
+        assert (init_dir / "strong.safetensors").is_file(), f"round {round_no} has no models to start from"
+        fits.append(round_no)
+        model(round_no)
+        run.manifest.mark(round_stage(round_no=round_no, step=TRAIN))
+
+    def model(round_no: int) -> None:
+        d = run.round_dir(round_no) / "model"
+        d.mkdir(parents=True)
+        (d / "strong.safetensors").write_bytes(b"w")
+
+    def kept() -> list[str]:
+        return sorted(p.parent.name for p in (out / "rounds").glob("r*/model"))
+
+    monkeypatch.setattr(train_stages, "fit_round", fit_round)
+    model(0)
+    train_stages.train_stage(run=run, trainer=None, round_no=1)
+    assert kept() == ["r0", "r1"]
+    train_stages.train_stage(run=run, trainer=None, round_no=2)
+    assert kept() == ["r0", "r2"]
+    train_stages.train_stage(run=run, trainer=None, round_no=3)
+    assert kept() == ["r0", "r3"]
+    # Killed between round 3's recorded fit and the cleanup: the rerun fits nothing and still cleans up.
+    model(2)
+    train_stages.train_stage(run=run, trainer=None, round_no=3)
+    assert fits == [1, 2, 3] and kept() == ["r0", "r3"]
