@@ -25,8 +25,12 @@ TABLES: dict[str, tuple[str, str, list[tuple[str, Callable[[dict], str]]]]] = {
         ("epoch (s, rank 0)", lambda m: f"{m['epoch_seconds']:.1f}"),
         ("rows/s (epoch)", lambda m: f"{m['rows'] / m['epoch_seconds']:.1f}")]),
 }
-RELABEL = ("**(2) Relabeling throughput, batched vs sequential**: measured separately by "
-           "`benchmarks/llm_relabel.py`; see [results/llm_relabel.md](results/llm_relabel.md) (not rerun here).\n")
+RELABEL = ("**(2) Relabeling throughput, many requests in flight vs one at a time vs vLLM's offline batch**: "
+           "measured separately by `benchmarks/llm_throughput.py` (256 queries a mode, idle machine); see "
+           "[results/llm_throughput.md](results/llm_throughput.md) (not rerun here).\n")
+SCORING_SCALE = ("\nThe same comparison at 1k, 20k and 100k rows, where Ray's fixed costs stop mattering: "
+                 "`benchmarks/scoring_scale.py`, [results/scoring_scale.md](results/scoring_scale.md) "
+                 "(not rerun here).\n")
 
 
 def _table(measurements: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> str:
@@ -54,7 +58,7 @@ def _section(name: str, rec: dict) -> str:
     if name == "scoring":
         text += (f"\nRay Data stage / plain loop throughput ratio: **{rec['ratio']:.2f}** (the Ray Data figure includes "
                  f"actor start-up, model loading and parquet I/O; the plain loop's excludes its "
-                 f"{rec['plain_load_seconds']:.1f} s model load).\n")
+                 f"{rec['plain_load_seconds']:.1f} s model load).\n") + SCORING_SCALE
     if name == "ddp" and "speedup" in rec:
         text += f"\nSpeed-up of 2 workers over 1 (epoch time): **{rec['speedup']:.2f}x**.\n"
     return text
