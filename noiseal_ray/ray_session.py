@@ -55,9 +55,9 @@ def configure_data_context() -> None:
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True  # deterministic shards: resumed == uninterrupted
     ctx.print_on_execution_start = False
-    # Ray 2.60's new file datasource (a ListFiles operator ahead of every read) adds 1.5-4 s to
-    # each read of a round table, the same at 1,000 rows as at 100,000; the classic one reads the
-    # same files in 0.45 s (benchmarks/results/scoring_scale.md). A round reads tables 4-5 times.
+    # Ray 2.60's new file datasource (a ListFiles task ahead of every read) took 2.4 s more than the
+    # classic one to read a 1,000-row round table, 0.6 s more at 100,000 rows
+    # (benchmarks/results/read_tables.md); a round reads its tables several times.
     ctx.use_datasource_v2 = False
 
 
