@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from noiseal_ray.annotate.llm_model import resolve_llm_model
 
     source = resolve_llm_model(args.llm_model)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own, never a stray one
     try:
         m = measure(args=args, source=source)
     finally:

@@ -19,8 +19,8 @@ cache never sees a prompt twice within one engine:
 3. served, one at a time: set B, ``LLMAnnotator`` with concurrency 1, same deployment.
 
 Both engines answer one warm-up request first (the constrained-decoding path compiles on first
-use). Prompt tokens come from the engine's own tokenisation in (1); the same chat template makes
-(2) and (3) the same sizes. "Mean in flight" for the served modes is the sum of the client's request
+use). Prompt tokens per set are counted with the model's tokenizer and chat template (set A's count
+agrees with what the offline engine reports). "Mean in flight" for the served modes is the sum of the client's request
 latencies over the wall time (Little's law): how many requests the server held on average.
 """
 
@@ -165,14 +165,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_start = os.getloadavg()
     (set_a, set_b), names, desc = build_queries(args)
     bodies = request_bodies(set_a, names=names, descriptions=desc)
+    tokens = {"A": prompt_tokens(bodies, source=source),
+              "B": prompt_tokens(request_bodies(set_b, names=names, descriptions=desc), source=source)}
     with tempfile.TemporaryDirectory(prefix="noiseal-llm-tp-") as tmp:
         offline = run_offline(bodies, source=source, work=Path(tmp))
     print(f"offline: {args.n / offline['seconds']:.2f} prompts/s", flush=True)
     served = serve_modes(args=args, source=source, sets=(set_a, set_b), names=names, desc=desc)
     shown = [desc.get(n, n) for n in names]
     same = sum(a is not None and shown[a] == o for a, o in zip(served["many"]["answers"], offline["answers"]))
-    write_report(args=args, command=command, offline=offline, served=served, same=same,
-                 load=(load_start, os.getloadavg()))
+    write_report(args=args, command=command, offline=offline, served=served, same=same, tokens=tokens,
+                 source=source, load=(load_start, os.getloadavg()))
 
 
 def serve_modes(*, args: argparse.Namespace, source: str, sets, names: list[str], desc: dict) -> dict:
@@ -182,7 +184,7 @@ def serve_modes(*, args: argparse.Namespace, source: str, sets, names: list[str]
 
     from noiseal_ray.annotate import service
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own, never a stray one
     try:
         t0 = time.monotonic()
         dep = service.deploy_llm_app(model_source=source, use_gpu=None, max_model_len=4096)
@@ -202,19 +204,30 @@ def serve_modes(*, args: argparse.Namespace, source: str, sets, names: list[str]
     return {"many": many, "one": one, "deploy_seconds": deploy_s}
 
 
-def write_report(*, args: argparse.Namespace, command: str, offline: dict, served: dict, same: int, load) -> None:
+def prompt_tokens(bodies: list[dict], *, source: str) -> int:
+    """Prompt tokens of these requests: the model's chat template with the generation prompt."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source)
+    return sum(len(tok.apply_chat_template(b["messages"], tokenize=True, add_generation_prompt=True,
+                                           return_dict=True)["input_ids"]) for b in bodies)
+
+
+def write_report(*, args: argparse.Namespace, command: str, offline: dict, served: dict, same: int, tokens: dict,
+                 source: str, load) -> None:
     """The Markdown report at ``args.out`` (atomically), also printed."""
     from noiseal_ray.rundir import atomic_write_text
 
-    n, tok = args.n, offline["prompt_tokens"] / args.n
+    n = args.n
+    tok = {"A": tokens["A"] / n, "B": tokens["B"] / n}
     rate = {"offline": n / offline["seconds"], "many": n / served["many"]["seconds"],
             "one": n / served["one"]["seconds"]}
     rows = [
-        ("vLLM offline batch (`LLM.chat`, all at once), set A", offline["seconds"], rate["offline"], "-", 0),
+        ("vLLM offline batch (`LLM.chat`, all at once), set A", offline["seconds"], rate["offline"], tok["A"], "-", 0),
         (f"served, up to {args.concurrency} in flight (`LLMAnnotator`), set A", served["many"]["seconds"],
-         rate["many"], f"{served['many']['in_flight']:.1f}", served["many"]["failed"]),
+         rate["many"], tok["A"], f"{served['many']['in_flight']:.1f}", served["many"]["failed"]),
         ("served, one at a time (`LLMAnnotator`, concurrency 1), set B", served["one"]["seconds"], rate["one"],
-         f"{served['one']['in_flight']:.1f}", served["one"]["failed"]),
+         tok["B"], f"{served['one']['in_flight']:.1f}", served["one"]["failed"]),
     ]
     lines = [
         "# Relabeling throughput: served vs offline",
@@ -224,8 +237,9 @@ def write_report(*, args: argparse.Namespace, command: str, offline: dict, serve
         f"    {command}",
         "",
         f"What: `benchmarks/llm_throughput.py` (its docstring says what each mode includes). {n} TREC queries per "
-        f"mode with 10 demonstrations each, {tok:.0f} prompt tokens per query on average "
-        f"({offline['output_tokens'] / n:.1f} generated); packaged SmolLM2-135M-Instruct on vLLM's CPU build, "
+        f"mode with 10 demonstrations each, {tok['A']:.0f} (set A) and {tok['B']:.0f} (set B) prompt tokens per query on "
+        f"average (the offline engine counted {offline['prompt_tokens'] / n:.0f} for set A; "
+        f"{offline['output_tokens'] / n:.1f} generated); model `{Path(source).name}` on vLLM's CPU build, "
         f"{os.cpu_count()} cores; Serve deployment + warm-up {served['deploy_seconds']:.0f} s, offline engine "
         f"start + warm-up {offline['start_seconds']:.0f} s (neither in the rates). Load average (1/5/15 min) at "
         f"start {', '.join(f'{x:.1f}' for x in load[0])}, at end {', '.join(f'{x:.1f}' for x in load[1])}.",
@@ -233,8 +247,8 @@ def write_report(*, args: argparse.Namespace, command: str, offline: dict, serve
         "| mode | seconds | prompts/s | prompt tokens/s | mean in flight | failed |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for label, sec, r, fl, failed in rows:
-        lines.append(f"| {label} | {sec:.1f} | {r:.2f} | {r * tok:.0f} | {fl} | {failed} |")
+    for label, sec, r, t, fl, failed in rows:
+        lines.append(f"| {label} | {sec:.1f} | {r:.2f} | {r * t:.0f} | {fl} | {failed} |")
     lines += [
         "",
         f"Many in flight / one at a time: **{rate['many'] / rate['one']:.2f}x**. "

@@ -73,7 +73,7 @@ def time_ray(*, texts: list[str], labels: np.ndarray, model: Path, work: Path, a
     from noiseal_ray.stages.score import score
 
     table_dir, out = work / f"table-{len(texts)}", work / f"scored-{len(texts)}"
-    table_dir.mkdir(parents=True)
+    table_dir.mkdir(parents=True, exist_ok=True)  # a size asked for twice rewrites the same files
     t = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts, "label": labels})
     step = -(-t.num_rows // BASE_FILES)
     for i, s in enumerate(range(0, t.num_rows, step)):
