@@ -18,13 +18,14 @@ Figures are printed and written (with the exact command) to ``benchmarks/results
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -224,6 +225,27 @@ def _datasets(args: argparse.Namespace) -> list[tuple[dict[str, Any], dict[str, 
     ]
 
 
+@contextlib.contextmanager
+def local_llm(source: str) -> Iterator[tuple[Any, float]]:
+    """A Ray of our own (never a stray one on the host) with the relabeling app a run deploys,
+    warmed up: yields (the ``LLMDeployment``, seconds to deploy and warm up); tears both down."""
+    import ray
+
+    from noiseal_ray.annotate import service
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        t0 = time.monotonic()
+        dep = service.deploy_llm_app(model_source=source, use_gpu=None, max_model_len=4096)
+        try:
+            service.warm_up(base_url=dep.base_url, model_id=dep.model_id, timeout_s=300)
+            yield dep, time.monotonic() - t0
+        finally:
+            service.teardown_llm_app(dep, quiet=True)
+    finally:
+        ray.shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run both measurements on one deployment (the one ``llm_backend`` starts for a run) and write the report."""
     args = parse_args(argv)
@@ -236,40 +258,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasets = _datasets(args)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import ray
-
-    from noiseal_ray.annotate import service
     from noiseal_ray.annotate.llm_model import resolve_llm_model
 
     source = resolve_llm_model(args.llm_model)
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own, never a stray one
-    try:
-        t0 = time.monotonic()
-        dep = service.deploy_llm_app(model_source=source, use_gpu=None, max_model_len=4096)
-        service.warm_up(base_url=dep.base_url, model_id=dep.model_id, timeout_s=300)
-        deploy_s = time.monotonic() - t0
+    with local_llm(source) as (dep, deploy_s):
         print(f"deployed {source} in {deploy_s:.0f} s at {dep.base_url}", flush=True)
         options = {"base_url": dep.base_url, "model": dep.model_id, "concurrency": args.concurrency,
                    "timeout_s": 300.0, "retries": 2}
-        try:
-            tp = throughput(ds=datasets[0][0], n=args.throughput_n, options=options,
-                            concurrency=args.concurrency, descriptions=datasets[0][1])
-            print(f"throughput (TREC, 10 demos): serial {tp['serial_per_s']:.2f}/s, "
-                  f"batched {tp['batched_per_s']:.2f}/s, ratio {tp['ratio']:.1f}x", flush=True)
-            results = []
-            for ds, desc in datasets:
-                for k in [int(x) for x in args.demos.split(",")]:
-                    for restrict in (False, True):
-                        r = run_condition(ds=ds, k=k, restrict=restrict, options=options, descriptions=desc)
-                        r["dataset"] = ds["name"]
-                        results.append(r)
-                        print(f"[{ds['name']}] demos={k:2d} top2={'yes' if restrict else 'no ':3s} "
-                              f"acc={r['acc']:.3f} failed={r['failed']} agree_knn={r['agree']:.2f} "
-                              f"acc|agree={r['acc_agree']:.3f} {r['per_s']:.2f} prompts/s", flush=True)
-        finally:
-            service.teardown_llm_app(dep, quiet=True)
-    finally:
-        ray.shutdown()
+        tp = throughput(ds=datasets[0][0], n=args.throughput_n, options=options,
+                        concurrency=args.concurrency, descriptions=datasets[0][1])
+        print(f"throughput (TREC, 10 demos): serial {tp['serial_per_s']:.2f}/s, "
+              f"batched {tp['batched_per_s']:.2f}/s, ratio {tp['ratio']:.1f}x", flush=True)
+        results = []
+        for ds, desc in datasets:
+            for k in [int(x) for x in args.demos.split(",")]:
+                for restrict in (False, True):
+                    r = run_condition(ds=ds, k=k, restrict=restrict, options=options, descriptions=desc)
+                    r["dataset"] = ds["name"]
+                    results.append(r)
+                    print(f"[{ds['name']}] demos={k:2d} top2={'yes' if restrict else 'no ':3s} "
+                          f"acc={r['acc']:.3f} failed={r['failed']} agree_knn={r['agree']:.2f} "
+                          f"acc|agree={r['acc_agree']:.3f} {r['per_s']:.2f} prompts/s", flush=True)
 
     knn_ref = {ds["name"]: float(np.mean(np.array([knn_vote(n)[0] for n in ds["neighbours"]]) == ds["clean"]))
                for ds, _ in datasets}

@@ -180,27 +180,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 def serve_modes(*, args: argparse.Namespace, source: str, sets, names: list[str], desc: dict) -> dict:
     """Deploy once; set A with many in flight, then set B one at a time."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import ray
+    from benchmarks.llm_relabel import local_llm
 
-    from noiseal_ray.annotate import service
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own, never a stray one
-    try:
-        t0 = time.monotonic()
-        dep = service.deploy_llm_app(model_source=source, use_gpu=None, max_model_len=4096)
-        service.warm_up(base_url=dep.base_url, model_id=dep.model_id, timeout_s=300)
-        deploy_s = time.monotonic() - t0
+    with local_llm(source) as (dep, deploy_s):
         options = {"base_url": dep.base_url, "model": dep.model_id, "timeout_s": 600.0, "retries": 0,
                    "label_descriptions": desc}
-        try:
-            many = run_served(sets[0], options=options, concurrency=args.concurrency, names=names)
-            print(f"served, {args.concurrency} in flight: {args.n / many['seconds']:.2f} prompts/s", flush=True)
-            one = run_served(sets[1], options=options, concurrency=1, names=names)
-            print(f"served, one at a time: {args.n / one['seconds']:.2f} prompts/s", flush=True)
-        finally:
-            service.teardown_llm_app(dep, quiet=True)
-    finally:
-        ray.shutdown()
+        many = run_served(sets[0], options=options, concurrency=args.concurrency, names=names)
+        print(f"served, {args.concurrency} in flight: {args.n / many['seconds']:.2f} prompts/s", flush=True)
+        one = run_served(sets[1], options=options, concurrency=1, names=names)
+        print(f"served, one at a time: {args.n / one['seconds']:.2f} prompts/s", flush=True)
     return {"many": many, "one": one, "deploy_seconds": deploy_s}
 
 
@@ -216,7 +204,7 @@ def prompt_tokens(bodies: list[dict], *, source: str) -> int:
 def write_report(*, args: argparse.Namespace, command: str, offline: dict, served: dict, same: int, tokens: dict,
                  source: str, load) -> None:
     """The Markdown report at ``args.out`` (atomically), also printed."""
-    from noiseal_ray.rundir import atomic_write_text
+    from benchmarks.records import write_markdown
 
     n = args.n
     tok = {"A": tokens["A"] / n, "B": tokens["B"] / n}
@@ -256,10 +244,7 @@ def write_report(*, args: argparse.Namespace, command: str, offline: dict, serve
         f"Served and offline gave the same answer on {same} of {n} queries of set A.",
         "",
     ]
-    text = "\n".join(lines)
-    out = REPO / args.out if not Path(args.out).is_absolute() else Path(args.out)
-    atomic_write_text(out, text)
-    print(text)
+    write_markdown(lines=lines, out=args.out, repo=REPO)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def write_report(*, args: argparse.Namespace, command: str, rows: list[tuple], load) -> None:
     """The Markdown report at ``args.out`` (atomically), also printed."""
-    from noiseal_ray.rundir import atomic_write_text
+    from benchmarks.records import write_markdown
 
     lines = [
         "# One read of a round table: Ray Data's new parquet datasource vs the classic one",
@@ -114,10 +114,7 @@ def write_report(*, args: argparse.Namespace, command: str, rows: list[tuple], l
         lines.append(f"| {n} | {new:.2f} ({nlo:.2f}-{nhi:.2f}) | {classic:.2f} ({clo:.2f}-{chi:.2f}) | "
                      f"**{new - classic:+.2f}** |")
     lines.append("")
-    text = "\n".join(lines)
-    out = REPO / args.out if not Path(args.out).is_absolute() else Path(args.out)
-    atomic_write_text(out, text)
-    print(text)
+    write_markdown(lines=lines, out=args.out, repo=REPO)
 
 
 if __name__ == "__main__":

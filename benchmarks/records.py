@@ -38,3 +38,13 @@ def committed(results_json: Path) -> tuple[list[dict], dict]:
     when there is none."""
     saved = read_record(results_json) if Path(results_json).is_file() else {}
     return list(saved.get("records") or []), dict(saved.get("run_info") or {})
+
+
+def write_markdown(*, lines: list[str], out: str, repo: Path) -> None:
+    """Write a standalone benchmark's Markdown report to ``out`` (relative to ``repo`` unless
+    absolute) atomically, and print it."""
+    from noiseal_ray.rundir import atomic_write_text
+
+    text = "\n".join(lines)
+    atomic_write_text(repo / out if not Path(out).is_absolute() else Path(out), text)
+    print(text)

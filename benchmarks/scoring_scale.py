@@ -49,15 +49,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def corpus(*, path: Path, n: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
     """``n`` texts drawn with replacement from a JSON-lines file, their label ids (n,) and names."""
-    import json
+    from benchmarks.llm_relabel import load_jsonl
 
-    texts, raw = [], []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                texts.append(str(row["text"]))
-                raw.append(str(row["label"]))
+    texts, values = load_jsonl(path)
+    raw = [str(v) for v in values]
     names = sorted(set(raw))
     idx = np.random.default_rng(seed).integers(0, len(texts), size=n)
     return [texts[i] for i in idx], np.array([names.index(raw[i]) for i in idx], np.int64), names
@@ -135,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def write_report(*, args: argparse.Namespace, command: str, rows: list[dict], load_start, load_end) -> None:
     """The Markdown report at ``args.out`` (written atomically), also printed."""
-    from noiseal_ray.rundir import atomic_write_text
+    from benchmarks.records import write_markdown
 
     lines = [
         "# Scoring throughput as the corpus grows",
@@ -159,10 +154,7 @@ def write_report(*, args: argparse.Namespace, command: str, rows: list[dict], lo
         lines.append(f"| {n} | {r['ray_s']:.1f} | {n / r['ray_s']:.1f} | {r['plain_s']:.1f} | "
                      f"{n / r['plain_s']:.1f} | **{r['ratio']:.2f}** |")
     lines.append("")
-    text = "\n".join(lines)
-    out = REPO / args.out if not Path(args.out).is_absolute() else Path(args.out)
-    atomic_write_text(out, text)
-    print(text)
+    write_markdown(lines=lines, out=args.out, repo=REPO)
 
 
 if __name__ == "__main__":
