@@ -13,18 +13,25 @@ Why 30 demonstrations: a second replica takes 40-80 s to start on 2 cores while 
 and round 1 relabels about 200 of the sample's 800 rows; the long prompts make that burst last
 several minutes, so the second replica serves well before it ends (with 10 demonstrations it came
 up just as the burst ended). About ten minutes on 2 cores.
+
+Why the test waits after scoring: Serve lets the deploy's replica go only once its averaged load
+(a 10 s look-back) has been zero for the 2 s downscale delay, about 15 s after the warm-up
+request. Scoring 800 rows can take less than that, and then round 1 began with the replica still
+up (CI, once). A slower machine's scoring is stood in for by waiting, after round 1's scoring,
+until Serve reports no engine replica serving; nothing else in the run is changed.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
 
-from noiseal_ray.annotate.replicas import ReplicaSample, ReplicaWatch
+from noiseal_ray.annotate.replicas import ReplicaSample, ReplicaWatch, replica_counts
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,26 @@ def transitions(samples: list[ReplicaSample]) -> list[tuple[float, int, int]]:
     return out
 
 
-def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, tiny_encoder, tmp_path: Path):
+def scored_then_idle(score_stage, *, timeout_s: float = 120.0):
+    """``score_stage``, then a wait until Serve reports no engine replica serving (at most
+    ``timeout_s``; a failed look, its controller busy, counts as not yet)."""
+    def serving() -> int:
+        try:
+            return replica_counts(None)[0]
+        except Exception:  # noqa: BLE001 - as ReplicaWatch: a busy controller is asked again
+            return 1
+
+    def wrapped(**kwargs):
+        score_stage(**kwargs)
+        deadline = time.monotonic() + timeout_s
+        while serving() > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    return wrapped
+
+
+def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, tiny_encoder, tmp_path: Path,
+                                                                 monkeypatch):
+    import noiseal_ray.pipeline as pipeline
     from noiseal_ray.config import make_config
     from noiseal_ray.pipeline import Progress, run_pipeline, sample_data_path
 
@@ -61,6 +87,7 @@ def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, ti
     config = make_config(overrides=overrides)
     assert config.llm_min_replicas == 0  # the default under test
     out = tmp_path / "run"
+    monkeypatch.setattr(pipeline, "score_stage", scored_then_idle(pipeline.score_stage))
     # Every app (the run names its own); before the deploy Serve answers nothing and no sample is kept.
     with ReplicaWatch(app_name=None, interval_s=0.5) as watch:
         metrics = run_pipeline(config=config, out=str(out), progress=Progress(enabled=False))
