@@ -306,9 +306,9 @@ def _memory(results: list[dict]) -> list[str]:
 
 def _ingest_and_sizes(results: list[dict]) -> list[str]:
     lines = ["", "## Ingest (driver-side, outside the figures above)", "",
-             "`pipeline.ingest` reads and validates the whole input on the driver (`load_corpus` -> one Arrow "
-             "table) before writing the base table, so its driver memory grows with the corpus. Input: the same "
-             "rows as one parquet file (string labels).", "",
+             "`pipeline.ingest` as of the commit above, on the same rows as one parquet file (string labels). "
+             "Until `benchmarks/ingest_scale.py`'s commit it read the whole input into one table on the driver; "
+             "it now reads it piece by piece (`benchmarks/results/ingest_scale.md` compares the two).", "",
              "| rows | seconds | rows/s | driver RSS at start | driver peak | growth | growth per 100k rows |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:

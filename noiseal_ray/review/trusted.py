@@ -7,7 +7,7 @@ A reviewed row is trusted: its label is the one the run trains on and writes, it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ def _listing(values: Sequence[str]) -> str:
     return head + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
 
 
-def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: Sequence[str],
+def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: Sequence[str] | Mapping[str, int],
                   with_suggested: bool = False) -> tuple[np.ndarray, ...]:
     """The rows of ``path`` a reviewer answered, as positions into the corpus and label ids.
 
@@ -29,6 +29,8 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
     or a plain ``id,label`` table (csv, jsonl, parquet). Returns ``(rows, labels)``, both (m,)
     int64, rows ascending and unique; ``with_suggested``: also the exporting run's suggested label
     id per row (m,) int64, -1 where the file has none (a plain table) or names no known label.
+    ``corpus_ids``: the corpus' ids in row order, or a mapping id -> row that may hold only the
+    ids the file names (ingest finds those rows while it streams the corpus).
     InputError (exit 2), naming the file and its lines, for an
     id that is not in the corpus, a label outside ``label_names``, or one id given two labels.
     """
@@ -43,7 +45,8 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
         where = ", ".join(f"line {ln} ({lab!r})" for ln, lab in zip(bad_label["line"][:SHOWN], bad_label["label"][:SHOWN]))
         raise InputError(f"reviewed file {p}: {len(bad_label)} label(s) not in the corpus' label set "
                          f"({', '.join(map(str, label_names))}): {where}")
-    position = {str(i): k for k, i in enumerate(corpus_ids)}
+    position = (dict(corpus_ids) if isinstance(corpus_ids, Mapping)
+                else {str(i): k for k, i in enumerate(corpus_ids)})
     unknown = df[~df["id"].isin(list(position))]
     if len(unknown):
         where = ", ".join(f"line {ln} ({i!r})" for ln, i in zip(unknown["line"][:SHOWN], unknown["id"][:SHOWN]))
@@ -63,8 +66,8 @@ def read_reviewed(*, path: str | Path, label_names: Sequence[str], corpus_ids: S
     return rows[order], labels[order], sugg[order]
 
 
-def read_reviewed_files(*, paths: Sequence[str | Path], label_names: Sequence[str], corpus_ids: Sequence[str]
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_reviewed_files(*, paths: Sequence[str | Path], label_names: Sequence[str],
+                        corpus_ids: Sequence[str] | Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``read_reviewed`` over several files (e.g. each review round's), merged: ``(rows, labels,
     suggested)`` (m,) int64, rows ascending and unique, ``suggested`` the first file's suggestion
     that names a label (-1: none). InputError when two files give one id different labels,
@@ -77,7 +80,9 @@ def read_reviewed_files(*, paths: Sequence[str | Path], label_names: Sequence[st
                                            with_suggested=True)
         for r, lab, sg in zip(rows.tolist(), labels.tolist(), sugg.tolist()):
             if r in seen and seen[r][0] != lab:
-                raise InputError(f"reviewed files {seen[r][1]} and {path} give id {str(corpus_ids[r])!r} different "
+                ident = (next(k for k, v in corpus_ids.items() if v == r) if isinstance(corpus_ids, Mapping)
+                         else str(corpus_ids[r]))
+                raise InputError(f"reviewed files {seen[r][1]} and {path} give id {ident!r} different "
                                  f"labels ({label_names[seen[r][0]]!r}, {label_names[lab]!r})")
             seen.setdefault(r, (lab, str(path)))
             if sg >= 0:
