@@ -91,9 +91,12 @@ def offline_child(path: str, source: str) -> None:
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
+    from noiseal_ray.annotate.service import cpu_engine_dtype
+
     reqs = json.loads(Path(path).read_text())
     t0 = time.monotonic()
-    llm = LLM(model=source, max_model_len=4096, enable_prefix_caching=True, enforce_eager=True, seed=0)
+    dtype = cpu_engine_dtype() or "auto"  # what the served engine runs in, for a like-for-like ceiling
+    llm = LLM(model=source, max_model_len=4096, enable_prefix_caching=True, enforce_eager=True, seed=0, dtype=dtype)
 
     def params(r: dict) -> SamplingParams:
         return SamplingParams(temperature=0.0, max_tokens=r["max_tokens"], logprobs=1,

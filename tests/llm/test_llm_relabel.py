@@ -186,3 +186,8 @@ def test_cpu_app_reserves_one_logical_cpu_and_autoscales(tmp_path: Path, require
     assert bundles == [{"CPU": 1.0, "GPU": 0}]
     auto = server._deployment_config.autoscaling_config
     assert (auto.min_replicas, auto.max_replicas, auto.target_ongoing_requests) == (0, 3, 8)
+    # float32 where this CPU has no AVX-512 BF16 (bf16 is emulated there), else the model's bf16.
+    from noiseal_ray.annotate.service import cpu_engine_dtype
+
+    llm_config = next(a for a in [*server.init_args, *server.init_kwargs.values()] if hasattr(a, "engine_kwargs"))
+    assert llm_config.engine_kwargs.get("dtype") == cpu_engine_dtype()

@@ -357,3 +357,11 @@ def test_annotate_actors_share_the_deployments_capacity_instead_of_queueing_past
     assert roomy.for_actors(2) is roomy  # a smaller configured concurrency stays
     external = AnnotatorSpec(kind="llm", options=dict(concurrency=32))  # no deployment: capacity unknown
     assert external.for_actors(2) is external
+
+
+def test_a_cpu_without_avx512_bf16_runs_the_llm_in_float32() -> None:
+    from noiseal_ray.annotate.service import cpu_engine_dtype
+
+    assert cpu_engine_dtype("flags\t: fpu sse2 avx avx2 fma\n") == "float32"
+    assert cpu_engine_dtype("flags\t: fpu avx2 avx512f avx512_vnni\n") == "float32"
+    assert cpu_engine_dtype("flags\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n") is None
