@@ -220,6 +220,8 @@ def write_report(*, args: argparse.Namespace, command: str, offline: dict, serve
         ("served, one at a time (`LLMAnnotator`, concurrency 1), set B", served["one"]["seconds"], rate["one"],
          tok["B"], f"{served['one']['in_flight']:.1f}", served["one"]["failed"]),
     ]
+    from noiseal_ray.annotate.service import cpu_engine_dtype
+
     lines = [
         "# Relabeling throughput: served vs offline",
         "",
@@ -230,7 +232,8 @@ def write_report(*, args: argparse.Namespace, command: str, offline: dict, serve
         f"What: `benchmarks/llm_throughput.py` (its docstring says what each mode includes). {n} TREC queries per "
         f"mode with 10 demonstrations each, {tok['A']:.0f} (set A) and {tok['B']:.0f} (set B) prompt tokens per query on "
         f"average (the offline engine counted {offline['prompt_tokens'] / n:.0f} for set A; "
-        f"{offline['output_tokens'] / n:.1f} generated); model `{Path(source).name}` on vLLM's CPU build, "
+        f"{offline['output_tokens'] / n:.1f} generated); model `{Path(source).name}` on vLLM's CPU build "
+        f"(weights in {cpu_engine_dtype() or 'their own dtype'}), "
         f"{os.cpu_count()} cores; Serve deployment + warm-up {served['deploy_seconds']:.0f} s, offline engine "
         f"start + warm-up {offline['start_seconds']:.0f} s (neither in the rates). Load average (1/5/15 min) at "
         f"start {', '.join(f'{x:.1f}' for x in load[0])}, at end {', '.join(f'{x:.1f}' for x in load[1])}.",
