@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from noiseal_ray.config import RunConfig
-from noiseal_ray.data.io import load_corpus
 from noiseal_ray.ray_session import local_num_cpus
+from noiseal_ray.stages.ingest import ingest
 from noiseal_ray.train import steps_per_epoch
 
 
-def _reviewed_line(*, config: RunConfig, corpus) -> str:
-    """The plan's line on reviewed rows: the file is read and checked now, like the corpus."""
-    from noiseal_ray.review import read_reviewed_files
-
+def _reviewed_line(*, config: RunConfig, facts: dict) -> str:
+    """The plan's line on reviewed rows (the files are read and checked now, like the corpus)."""
     files = config.reviewed_files()
-    rows, labels, suggested = read_reviewed_files(paths=files, label_names=corpus.label_names,
-                                                  corpus_ids=corpus.ids.to_pylist())
-    changed = int((corpus.labels[rows] != labels).sum())
-    line = (f"reviewed:    {', '.join(files)}: {len(rows)} trusted row(s), {changed} of them relabeled by the "
-            "reviewer; never changed, always clean (R), first as demonstrations")
-    if config.refute_confidence is not None and (suggested >= 0).any():
-        from noiseal_ray.review.moves import judge_moves
-
-        moves = judge_moves(given=corpus.labels[rows].astype("int64"), suggested=suggested, reviewed=labels,
-                            num_classes=len(corpus.label_names), confidence=config.refute_confidence)
-        names = corpus.label_names
+    line = (f"reviewed:    {', '.join(files)}: {facts['reviewed']} trusted row(s), {facts['reviewed_changed']} of them "
+            "relabeled by the reviewer; never changed, always clean (R), first as demonstrations")
+    if config.refute_confidence is not None and facts["reviewed_suggested"]:
+        moves, names = facts["move_reviews"], facts["label_names"]
         shown = ", ".join(f"{names[m['given']]} -> {names[m['suggested']]}" for m in moves if m["refuted"])
         line += (f"\n             they test {len(moves)} move(s) of the run that exported them; "
                  f"refuted, so held back: {shown or 'none'}")
@@ -34,10 +25,9 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
     """A human-readable plan: data, classes, rounds, annotator load and Ray resources."""
     from noiseal_ray.models.strong import resolve_encoder  # deferred: the model module imports torch
 
-    corpus = load_corpus(config.data, text_col=config.text_col, label_col=config.label_col, id_col=config.id_col,
-                         clean_label_col=config.clean_label_col)
-    n, c = len(corpus), len(corpus.label_names)
-    counts = {name: int((corpus.labels == i).sum()) for i, name in enumerate(corpus.label_names)}
+    facts = ingest(config=config, table_dir=None)  # every check of a run's ingest, piece by piece, nothing written
+    n, c = facts["n_rows"], len(facts["label_names"])
+    counts = dict(zip(facts["label_names"], facts["class_counts"]))
     shown = ", ".join(f"{k} {v}" for k, v in list(counts.items())[:12]) + (" ..." if c > 12 else "")
     epochs = config.warmup_epochs + config.rounds * config.epochs_per_round
     # The batch is global (split over the workers), so the step count hardly depends on them.
@@ -49,7 +39,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"             text {config.text_col!r}, label {config.label_col!r}, id {config.id_col or 'row number'}"
         + (f", clean labels {config.clean_label_col!r} (evaluation only)" if config.clean_label_col else ""),
         f"test data:   {config.test_data or 'none'}",
-        *([_reviewed_line(config=config, corpus=corpus)] if config.reviewed_files() else []),
+        *([_reviewed_line(config=config, facts=facts)] if config.reviewed_files() else []),
         f"models:      strong {resolve_encoder(config.strong_model)}; weak BiLSTM "
         f"({config.weak_embed_dim}-d embeddings, {config.weak_hidden} hidden)",
         f"schedule:    warm-up {config.warmup_epochs} epoch(s)"

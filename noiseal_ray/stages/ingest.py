@@ -35,7 +35,8 @@ def _reviewed_ids(config: RunConfig) -> set[str]:
 
 
 def _no_trust() -> dict:
-    return {"rows": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "move_reviews": [], "reviewed_changed": 0}
+    return {"rows": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "move_reviews": [], "reviewed_changed": 0,
+            "suggested": False}
 
 
 def _trust(*, check: CorpusCheck, config: RunConfig) -> dict:
@@ -54,7 +55,8 @@ def _trust(*, check: CorpusCheck, config: RunConfig) -> dict:
                                                     corpus_ids={i: r for i, (r, _) in check.found.items()})
     given_at = {r: index[g] for r, g in check.found.values()}
     given = np.array([given_at[r] for r in rows.tolist()], dtype=np.int64)
-    out.update(rows=rows, labels=reviewed, reviewed_changed=int((given != reviewed).sum()))
+    out.update(rows=rows, labels=reviewed, reviewed_changed=int((given != reviewed).sum()),
+               suggested=bool((suggested >= 0).any()))
     if config.refute_confidence is not None:
         out["move_reviews"] = judge_moves(given=given, suggested=suggested, reviewed=reviewed,
                                           num_classes=len(names), confidence=config.refute_confidence)
@@ -77,9 +79,9 @@ def _piece_table(piece: Encoded, *, offset: int, trust: dict) -> pa.Table:
         "llm_round": pa.array(np.full(n, -1, np.int64)), "llm_cached": pa.array(np.zeros(n, bool))})
 
 
-def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path, trust: dict) -> np.ndarray:
+def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path | None, trust: dict) -> np.ndarray:
     """Pass 2: encode every piece into ``BASE_FILES`` parquet files of consecutive rows under
-    ``tmp``; return the given labels' class counts (C,)."""
+    ``tmp`` (None: encode and check only); return the given labels' class counts (C,)."""
     n, counts = check.n, np.zeros(len(check.names), np.int64)
     step = max(1, -(-n // BASE_FILES))
     writers: dict[int, pq.ParquetWriter] = {}
@@ -88,7 +90,7 @@ def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path, trust: dict) -> np.n
         for t in pieces:
             piece = _piece_table(check.encode(t), offset=offset, trust=trust)
             counts += np.bincount(piece["given"].to_numpy(), minlength=len(counts))
-            s = 0
+            s = 0 if tmp is not None else piece.num_rows
             while s < piece.num_rows:  # the piece's rows, cut where one file ends and the next begins
                 k = (offset + s) // step
                 end = min(piece.num_rows, (k + 1) * step - offset)
@@ -103,9 +105,10 @@ def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path, trust: dict) -> np.n
     return counts
 
 
-def ingest(*, config: RunConfig, table_dir: Path, piece_bytes: int = PIECE_BYTES, piece_rows: int = PIECE_ROWS) -> dict:
+def ingest(*, config: RunConfig, table_dir: Path | None, piece_bytes: int = PIECE_BYTES, piece_rows: int = PIECE_ROWS) -> dict:
     """Read and validate ``config.data`` piece by piece, write the base table to ``table_dir``;
-    return its facts. InputError (nothing written) for bad input, with ``io.load_corpus``'s
+    return its facts (``table_dir`` None: check and count only, as ``run --dry-run`` does).
+    InputError (nothing written) for bad input, with ``io.load_corpus``'s
     message, and for a bad reviewed file (after the corpus' own errors, as before). A CSV record
     longer than ``piece_bytes`` restarts ingest with pieces 16 times larger (up to 1 GiB).
 
@@ -114,8 +117,9 @@ def ingest(*, config: RunConfig, table_dir: Path, piece_bytes: int = PIECE_BYTES
     annotation columns (part 0, llm_label -1, llm_logprob NaN, llm_error "", llm_round -1,
     llm_cached False); rows in file order over ``BASE_FILES`` files. Facts: label_names,
     n_rows, has_clean, class_counts (C,) of the given labels, reviewed (trusted rows),
-    reviewed_changed (of which the reviewer changed the label), and move_reviews (the moves of
-    an earlier run the reviews judged).
+    reviewed_changed (of which the reviewer changed the label), reviewed_suggested (whether the
+    reviewed files carry an earlier run's suggestions) and move_reviews (the moves of an earlier
+    run the reviews judged).
     """
     while True:
         try:
@@ -126,8 +130,8 @@ def ingest(*, config: RunConfig, table_dir: Path, piece_bytes: int = PIECE_BYTES
             piece_bytes *= 16
 
 
-def _ingest(*, config: RunConfig, table_dir: Path, piece_bytes: int, piece_rows: int) -> dict:
-    """``ingest`` with one piece size."""
+def _ingest(*, config: RunConfig, table_dir: Path | None, piece_bytes: int, piece_rows: int) -> dict:
+    """``ingest`` with one piece size (``table_dir`` None: check only, write nothing)."""
     def pieces():
         return iter_tables(config.data, piece_bytes=piece_bytes, piece_rows=piece_rows)
 
@@ -147,19 +151,21 @@ def _ingest(*, config: RunConfig, table_dir: Path, piece_bytes: int, piece_rows:
             trust = _trust(check=check, config=config)
         except InputError as exc:  # raised once the corpus itself has passed every check
             trust, trust_error = _no_trust(), exc
-        tmp = fresh_tmp_dir(final=table_dir)
+        tmp = None if table_dir is None else fresh_tmp_dir(final=table_dir)
         try:
             counts = _write_pieces(check=check, pieces=pieces(), tmp=tmp, trust=trust)
             check.finish()
             if trust_error is not None:
                 raise trust_error
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
-    replace_dir(tmp, table_dir)
+    if tmp is not None:
+        replace_dir(tmp, table_dir)
     return {"label_names": check.names, "n_rows": check.n, "has_clean": config.clean_label_col is not None,
             "class_counts": counts.tolist(), "reviewed": len(trust["rows"]), "move_reviews": trust["move_reviews"],
-            "reviewed_changed": trust["reviewed_changed"],
+            "reviewed_changed": trust["reviewed_changed"], "reviewed_suggested": trust["suggested"],
             "reviewed_sha256": _files_hash(config.reviewed_files())}
 
 
