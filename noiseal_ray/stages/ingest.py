@@ -88,9 +88,12 @@ def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path | None, trust: dict) 
     offset = 0
     try:
         for t in pieces:
-            piece = _piece_table(check.encode(t), offset=offset, trust=trust)
-            counts += np.bincount(piece["given"].to_numpy(), minlength=len(counts))
-            s = 0 if tmp is not None else piece.num_rows
+            encoded = check.encode(t)
+            counts += np.bincount(encoded.labels, minlength=len(counts))
+            if tmp is None:
+                offset += len(encoded.labels)
+                continue
+            piece, s = _piece_table(encoded, offset=offset, trust=trust), 0
             while s < piece.num_rows:  # the piece's rows, cut where one file ends and the next begins
                 k = (offset + s) // step
                 end = min(piece.num_rows, (k + 1) * step - offset)
