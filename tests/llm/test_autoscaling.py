@@ -12,7 +12,10 @@ run deploys), ``llm_max_replicas: 2``, four requests in flight per replica, and 
 Why 30 demonstrations: a second replica takes 40-80 s to start on 2 cores while the first serves,
 and round 1 relabels about 200 of the sample's 800 rows; the long prompts make that burst last
 several minutes, so the second replica serves well before it ends (with 10 demonstrations it came
-up just as the burst ended). About ten minutes on 2 cores.
+up just as the burst ended). About ten minutes on 2 cores. On a CPU without AVX-512 BF16 the engine
+runs in float32 (``cpu_engine_dtype``) and every prompt costs several times more: there the
+default 10 demonstrations already make a burst of about five minutes against a second replica's
+two-minute start, and 30 made the test take 33 minutes (one run, a 2-core AVX2 EPYC).
 
 Why the test waits after scoring: Serve lets the deploy's replica go only once its averaged load
 (a 10 s look-back) has been zero for the 2 s downscale delay, about 15 s after the warm-up
@@ -80,8 +83,11 @@ def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, ti
     from noiseal_ray.config import make_config
     from noiseal_ray.pipeline import Progress, run_pipeline, sample_data_path
 
+    from noiseal_ray.annotate.service import cpu_engine_dtype
+
+    demos = 10 if cpu_engine_dtype() == "float32" else 30  # see the module's docstring
     overrides = dict(data=sample_data_path(), label_col="noisy_label", clean_label_col="label", id_col="id",
-                     strong_model=tiny_encoder, warmup_epochs=1, rounds=1, workers=1, annotator="llm", demos=30,
+                     strong_model=tiny_encoder, warmup_epochs=1, rounds=1, workers=1, annotator="llm", demos=demos,
                      llm_max_replicas=2, llm_target_ongoing_requests=4, llm_downscale_delay_s=2.0,
                      max_length=32, weak_embed_dim=16, weak_hidden=16, report=True)
     config = make_config(overrides=overrides)
