@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -167,6 +169,23 @@ def _deployments(app: object) -> dict[str, object]:
     return found
 
 
+@contextmanager
+def connected_ray() -> Iterator[None]:
+    """Ray as the package's earlier tests left it, or a small local one for this test alone: Ray
+    Serve LLM's builder reads the connected job's runtime environment (run alone, without this,
+    the test failed with "'Worker' object has no attribute 'core_worker'")."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def test_cpu_app_reserves_one_logical_cpu_and_autoscales(tmp_path: Path, require) -> None:
     """No engine started: inspects the application graph (a 2-CPU local cluster must keep one
     CPU free for Ray Data next to the LLM)."""
@@ -174,10 +193,11 @@ def test_cpu_app_reserves_one_logical_cpu_and_autoscales(tmp_path: Path, require
     from noiseal_ray.annotate.llm_model import prepare_default_llm
     from noiseal_ray.annotate.service import build_llm_app
 
-    app = build_llm_app(
-        model_source=str(prepare_default_llm()), use_gpu=False, min_replicas=0, max_replicas=3,
-        target_ongoing_requests=8, max_model_len=1024,
-    )
+    with connected_ray():
+        app = build_llm_app(
+            model_source=str(prepare_default_llm()), use_gpu=False, min_replicas=0, max_replicas=3,
+            target_ongoing_requests=8, max_model_len=1024,
+        )
     deps = _deployments(app)
     server = next(d for name, d in deps.items() if name.startswith("LLMServer"))
     ingress = deps["OpenAiIngress"]
