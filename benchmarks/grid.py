@@ -59,6 +59,9 @@ NOISEAL_OPTIONS: dict[str, dict] = {
     "noiseal-knn-split-rows": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows"},
     "noiseal-knn-split-rows-hgiven": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows",
                                       "hard_loss": "given"},
+    # Living labels (issue 15, item 4): the kNN vote of every P row re-cast each round.
+    "noiseal-knn-split-rows-live": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows",
+                                    "knn_recast": True},
 }
 
 # "noiseal-knn-refit": base's schedule on the final labels of the same seed's noiseal-knn cell.
@@ -263,14 +266,14 @@ def paired() -> Grid:
     training = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
     seeds = (0, 1, 2)
     methods = ("base", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows",
-               "noiseal-knn-split-rows-hgiven")
+               "noiseal-knn-split-rows-hgiven", "noiseal-knn-split-rows-live")
     cells = _cells([("trec", "sym", 0.2), ("trec", "asym", 0.4)], seeds=seeds, methods=methods, train_rows=2000,
                    test_rows=None, training=training)
     return Grid("paired", cells, None,
                 "TREC, 2,000-row seeded train subsample, full 500-row clean test split; symmetric 20% and asymmetric "
                 "40% noise; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the candidate split "
                 f"({CANDIDATE_SPLIT}), with row-weighted losses, with both, and with both and H trained on its given "
-                "labels (hard_loss given); every NoiseAL variant adopts the same seed's base warm-up (1 epoch) and trains "
+                "labels (hard_loss given), and with both and the kNN vote re-cast every round (knn_recast); every NoiseAL variant adopts the same seed's base warm-up (1 epoch) and trains "
                 "3 rounds (4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
 
 

@@ -87,6 +87,10 @@ class RunConfig(BaseModel):
     hard_policy: Literal["given", "strong"] = "strong"  # final label of H: given, or the strong model's prediction
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
+    # Re-cast the kNN vote of every P row each round from the current embeddings and R (a free
+    # annotator's answer is not kept from the round that first asked): labels that live on. False:
+    # a row keeps the vote of the round it first entered P (the method's caching, as for the LLM).
+    knn_recast: bool = False
     demos: int = Field(10, ge=0)
     class_balanced_demos: bool = False
     demo_pool_per_class: int = Field(2000, ge=1)  # bounds the R pool held in memory for retrieval ...

@@ -35,14 +35,16 @@ COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round
 
 
 class PartitionAnnotate:
-    """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated."""
+    """Callable class: assign R/P/H, then ask the annotator about P rows not yet annotated (every P
+    row when ``recast``)."""
 
     def __init__(self, *, spec, pool, split: RuleThresholds, round_no: int, label_names: list[str], demos: int,
                  class_balanced: bool, candidates_topk: int, min_logprob: float | None,
-                 hard_policy: str = "given", refuted: np.ndarray | None = None):
+                 hard_policy: str = "given", refuted: np.ndarray | None = None, recast: bool = False):
         import ray  # deferred: heavy (module docstring)
 
         self.annotator = make_annotator(spec)
+        self.recast = recast  # ask about every P row, answered before or not (config.knn_recast)
         self.pool = ray.get(pool) if isinstance(pool, ray.ObjectRef) else pool
         self.split = split
         self.round_no = round_no
@@ -71,7 +73,7 @@ class PartitionAnnotate:
 
     def __call__(self, batch: dict) -> dict:
         batch = assign_parts(batch=batch, split=self.split)
-        need = np.flatnonzero((batch["part"] == CODES["P"]) & (batch["llm_label"] < 0))
+        need = np.flatnonzero((batch["part"] == CODES["P"]) & ((batch["llm_label"] < 0) | self.recast))
         if self.annotator is not None and len(need):
             answers = self.annotator.annotate(queries=self._queries(batch, need), label_names=self.label_names)
             llm = batch["llm_label"].copy()
@@ -129,7 +131,8 @@ def annotate(*, scored_dir: Path, out_dir: Path, spec, pool, split: RuleThreshol
                                    round_no=round_no, label_names=label_names, demos=config.demos,
                                    class_balanced=config.class_balanced_demos,
                                    candidates_topk=config.llm_candidates_topk, min_logprob=config.llm_min_logprob,
-                                   hard_policy=config.hard_policy, refuted=refuted),
+                                   hard_policy=config.hard_policy, refuted=refuted,
+                                   recast=config.knn_recast and spec.kind == "knn"),
         batch_size=batch_rows, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         num_cpus=0.5)
     allow_slow_annotator(ds=ds, spec=spec, batch_rows=batch_rows)
