@@ -281,7 +281,7 @@ def paired_real() -> Grid:
     """Issue 15's paired comparison beyond TREC: real human noise (NoisyAG-News), real rule-based
     noise (Hausa, about half the labels wrong) and a task the model is far from perfect at (SST-2,
     20% symmetric noise), 3 seeds, each NoiseAL variant from its seed's base warm-up. Whatever
-    becomes the default must hold here too; about three hours on 2 cores (`--cells` runs a part)."""
+    becomes the default must hold here too; about four hours on 2 cores (`--cells` runs a part)."""
     training = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
     methods = ("base", "noiseal-knn", "noiseal-knn-split-rows", "noiseal-knn-split-rows-live")
     rows = {"noisyagnews": 2000, "hausa": None, "sst2": 2000}
