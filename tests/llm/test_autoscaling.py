@@ -80,10 +80,9 @@ def scored_then_idle(score_stage, *, timeout_s: float = 120.0):
 def test_one_run_scales_from_zero_to_two_and_back_and_records_it(ray_cluster, tiny_encoder, tmp_path: Path,
                                                                  monkeypatch):
     import noiseal_ray.pipeline as pipeline
+    from noiseal_ray.annotate.service import cpu_engine_dtype
     from noiseal_ray.config import make_config
     from noiseal_ray.pipeline import Progress, run_pipeline, sample_data_path
-
-    from noiseal_ray.annotate.service import cpu_engine_dtype
 
     demos = 10 if cpu_engine_dtype() == "float32" else 30  # see the module's docstring
     overrides = dict(data=sample_data_path(), label_col="noisy_label", clean_label_col="label", id_col="id",
