@@ -79,6 +79,20 @@ def _piece_table(piece: Encoded, *, offset: int, trust: dict) -> pa.Table:
         "llm_round": pa.array(np.full(n, -1, np.int64)), "llm_cached": pa.array(np.zeros(n, bool))})
 
 
+def _append_piece(piece: pa.Table, *, offset: int, step: int, writers: dict[int, pq.ParquetWriter],
+                  tmp: Path) -> None:
+    """Append ``piece`` (rows ``offset`` ..) to the files of ``step`` rows each under ``tmp``, cut
+    where one file ends and the next begins; a file's writer opens with its first rows."""
+    s = 0
+    while s < piece.num_rows:
+        k = (offset + s) // step
+        end = min(piece.num_rows, (k + 1) * step - offset)
+        if k not in writers:
+            writers[k] = pq.ParquetWriter(tmp / f"part-{k:05d}.parquet", piece.schema)
+        writers[k].write_table(piece.slice(s, end - s))
+        s = end
+
+
 def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path | None, trust: dict) -> np.ndarray:
     """Pass 2: encode every piece into ``BASE_FILES`` parquet files of consecutive rows under
     ``tmp`` (None: encode and check only); return the given labels' class counts (C,)."""
@@ -90,18 +104,10 @@ def _write_pieces(*, check: CorpusCheck, pieces, tmp: Path | None, trust: dict) 
         for t in pieces:
             encoded = check.encode(t)
             counts += np.bincount(encoded.labels, minlength=len(counts))
-            if tmp is None:
-                offset += len(encoded.labels)
-                continue
-            piece, s = _piece_table(encoded, offset=offset, trust=trust), 0
-            while s < piece.num_rows:  # the piece's rows, cut where one file ends and the next begins
-                k = (offset + s) // step
-                end = min(piece.num_rows, (k + 1) * step - offset)
-                if k not in writers:
-                    writers[k] = pq.ParquetWriter(tmp / f"part-{k:05d}.parquet", piece.schema)
-                writers[k].write_table(piece.slice(s, end - s))
-                s = end
-            offset += piece.num_rows
+            if tmp is not None:
+                _append_piece(_piece_table(encoded, offset=offset, trust=trust), offset=offset, step=step,
+                              writers=writers, tmp=tmp)
+            offset += len(encoded.labels)
     finally:
         for w in writers.values():
             w.close()
