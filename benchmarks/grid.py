@@ -259,11 +259,15 @@ def breadth() -> Grid:
                 "speed part (see the trec grid)")
 
 
+# The paired grids' shared budget: a change to it changes both, so their cells stay comparable.
+PAIRED_TRAINING = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
+
+
 def paired() -> Grid:
     """Issue 15's ablation at a cost one 2-core machine pays in about an hour per noise setting:
     every NoiseAL variant starts from the same seed's base warm-up fit (the same weights, the same
     data order), so per-seed differences are differences between the variants."""
-    training = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
+    training = PAIRED_TRAINING
     seeds = (0, 1, 2)
     methods = ("base", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows",
                "noiseal-knn-split-rows-hgiven", "noiseal-knn-split-rows-live")
@@ -282,7 +286,7 @@ def paired_real() -> Grid:
     noise (Hausa, about half the labels wrong) and a task the model is far from perfect at (SST-2,
     20% symmetric noise), 3 seeds, each NoiseAL variant from its seed's base warm-up. Whatever
     becomes the default must hold here too; about four hours on 2 cores (`--cells` runs a part)."""
-    training = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
+    training = PAIRED_TRAINING
     methods = ("base", "noiseal-knn", "noiseal-knn-split-rows", "noiseal-knn-split-rows-live")
     rows = {"noisyagnews": 2000, "hausa": None, "sst2": 2000}
     cells = _cells([("noisyagnews", "real", 0.0), ("hausa", "real", 0.0), ("sst2", "sym", 0.2)], seeds=(0, 1, 2),

@@ -58,9 +58,8 @@ PAIRS = ([(b, "random") for b in BUDGET_ARMS] + [(f"{b}-v", "random-v") for b in
 
 def settings() -> dict:
     """Setting name -> the benchmark Cell whose data it uses (grid.prepare_data)."""
-    from benchmarks.grid import Cell, Training
+    from benchmarks.grid import PAIRED_TRAINING as tr, Cell
 
-    tr = Training(warmup_epochs=1, rounds=3, max_length=32, workers=2, cleanlab_folds=2, paired=True)
     # NoisyAG-News texts are 3-4 times longer than TREC's: fewer rows keep a run near TREC's cost.
     return {"trec-asym40": lambda seed: Cell("trec", "asym", 0.4, seed, "noiseal-knn", 2000, None, tr),
             "trec-sym20": lambda seed: Cell("trec", "sym", 0.2, seed, "noiseal-knn", 2000, None, tr),
