@@ -85,6 +85,10 @@ class RunConfig(BaseModel):
     sharpen_t: float = Field(0.5, gt=0)
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # R, P, H
     hard_policy: Literal["given", "strong"] = "strong"  # final label of H: given, or the strong model's prediction
+    # A final label differs from the given one only where the last strong model predicts it with at
+    # least this probability; elsewhere the label stays (labels.parquet marks the row ``held``, for
+    # review). 0: every change the method suggests stands. Training is the same either way.
+    change_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
     # Re-cast the kNN vote of every P row each round from the current embeddings and R (a free

@@ -59,7 +59,7 @@ import numpy as np
 from noiseal_ray.data.reviews import QUESTION, read_review  # noqa: F401  (read_review: public here too)
 from noiseal_ray.errors import ConfigError
 
-SUBSETS = ("H", "P", "changed", "reviewed", "all")
+SUBSETS = ("H", "P", "changed", "held", "reviewed", "all")
 FORMATS = ("jsonl", "csv", "argilla")
 COLUMNS = ["id", "text", "given_label", "suggested_label", "review_label", "partition", "reason",
            "suggestion_score", "suggestion_agent", "p_strong", "p_weak", "tau_strong", "tau_weak", "pred_label",
@@ -93,6 +93,11 @@ def reason(r: dict, *, annotator: str, hard_policy: str) -> str:
     if r.get("reviewed"):
         return (f"Reviewed: a reviewer set '{final}'" + (f" (given '{given}')" if final != given else "")
                 + "; trusted and kept whatever the models say.")
+    if r.get("held"):
+        new = r["llm_label"] if part == "P" and r.get("llm_label") is not None else r.get("pred_label")
+        return (f"Held ({part}): the run suggested '{new}' for the given label '{given}', but the final strong "
+                f"model predicts '{r.get('pred_label')}' with p={_fmt(r.get('pred_prob'))}, below the run's "
+                f"change_min_prob; the given label stays; please check.")
     if part == "R":
         return f"Clean (R): both models accept the given label '{given}' [{scores}]; kept."
     if part == "P":
@@ -178,7 +183,7 @@ def iter_records(*, run_dir: str | Path, subset: str = "H", ids: list[str] | Non
         return None if i is None else _clean(arr[i])
 
     cols = ["id", "text", "given_label", "final_label", "partition", "llm_label", "llm_logprob", "llm_error",
-            "p_strong", "p_weak", "pred_label", "pred_prob", "changed", "clean_label", "reviewed"]
+            "p_strong", "p_weak", "pred_label", "pred_prob", "changed", "held", "clean_label", "reviewed"]
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -190,10 +195,10 @@ def iter_records(*, run_dir: str | Path, subset: str = "H", ids: list[str] | Non
             b = b.filter(pc.equal(b.column("partition"), subset))
         elif subset == "changed":
             b = b.filter(pc.fill_null(b.column("changed"), False))
-        elif subset == "reviewed":
-            if "reviewed" not in b.schema.names:
+        elif subset in ("reviewed", "held"):
+            if subset not in b.schema.names:  # a run from before the column existed has none
                 continue
-            b = b.filter(pc.fill_null(b.column("reviewed"), False))
+            b = b.filter(pc.fill_null(b.column(subset), False))
         has_clean = "clean_label" in b.schema.names
         for row in b.to_pylist():
             r = {k: _clean(v) for k, v in row.items()}

@@ -9,13 +9,17 @@ from noiseal_ray.partition import CODES
 
 
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,
-                 hard_policy: str, trusted: np.ndarray | None = None) -> np.ndarray:
+                 hard_policy: str, trusted: np.ndarray | None = None, pred_prob: np.ndarray | None = None,
+                 change_min_prob: float = 0.0) -> np.ndarray:
     """Final label ids, shape (n,).
 
     ``given``: the labels the run trained on (a reviewed row's reviewed label). R keeps it. P
     takes the annotator's label, or the strong model's prediction when the annotator gave none
     (annotator "none", or a recorded failure). H keeps it (policy "given") or takes the strong
-    model's prediction (policy "strong"). A ``trusted`` (n,) row keeps it whatever its part.
+    model's prediction (policy "strong"). With ``change_min_prob`` > 0 a change stands only where
+    the strong model (``pred``, ``pred_prob`` (n,)) predicts the new label with at least that
+    probability (``held_changes``); elsewhere the label stays. A ``trusted`` (n,) row keeps it
+    whatever its part.
     """
     out = given.copy()
     p = part == CODES["P"]
@@ -23,9 +27,30 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
     if hard_policy == "strong":
         h = part == CODES["H"]
         out[h] = pred[h]
+    if change_min_prob > 0:
+        if pred_prob is None:
+            raise ValueError("change_min_prob > 0 needs pred_prob")
+        held = held_changes(suggested=out, given=given, pred=pred, pred_prob=pred_prob,
+                            change_min_prob=change_min_prob)
+        out[held] = given[held]
     if trusted is not None:
         out[trusted] = given[trusted]
     return out
+
+
+def held_changes(*, suggested: np.ndarray, given: np.ndarray, pred: np.ndarray, pred_prob: np.ndarray,
+                 change_min_prob: float) -> np.ndarray:
+    """(n,) bool: the suggested changes (``suggested`` != ``given``) the strong model is not sure of:
+    its prediction ``pred`` is another label, or it gives the suggested one p < ``change_min_prob``.
+    All false when ``change_min_prob`` is 0 (every change stands).
+
+    Why the strong model after the last round: it has seen every round's relabels, and where it
+    ends unsure of a change the evidence for that change is no stronger than for the given label
+    (issue 15, item 6; ``benchmarks/final_gates.py`` measures this rule against others offline).
+    """
+    if change_min_prob <= 0:
+        return np.zeros(len(given), bool)
+    return (suggested != given) & ~((pred == suggested) & (pred_prob >= change_min_prob))
 
 
 def given_and_trusted(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,17 +66,22 @@ def given_and_trusted(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
 STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "failed_now", "truncated",
              "known", "wrong", "flagged", "flagged_wrong", "p_wrong", "p_flagged", "final_right",
              "given_right", "fixed", "broken", "llm_right", "llm_known", "changed", "changed_known",
-             "changed_wrong", "reviewed", "reviewed_changed", "wrong_unreviewed")
+             "changed_wrong", "reviewed", "reviewed_changed", "wrong_unreviewed", "held", "held_wrong")
 
 
-def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str) -> dict[str, np.ndarray]:
-    """One row of counts for a batch of a round table; summed over the dataset by the caller."""
+def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str,
+                change_min_prob: float = 0.0) -> dict[str, np.ndarray]:
+    """One row of counts for a batch of a round table; summed over the dataset by the caller.
+    ``change_min_prob`` > 0 needs the batch's ``pred_prob`` (``final_labels``)."""
     part = batch["part"].astype(np.int64)
     label = batch["label"].astype(np.int64)  # trained on: a reviewed row's reviewed label
     given, trusted = given_and_trusted(batch)
     llm = batch["llm_label"].astype(np.int64)
-    final = final_labels(part=part, given=label, llm=llm, pred=batch["pred"].astype(np.int64),
-                         hard_policy=hard_policy, trusted=trusted)
+    pred = batch["pred"].astype(np.int64)
+    suggested = final_labels(part=part, given=label, llm=llm, pred=pred, hard_policy=hard_policy, trusted=trusted)
+    held = held_changes(suggested=suggested, given=label, pred=pred, change_min_prob=change_min_prob,
+                        pred_prob=batch["pred_prob"] if change_min_prob > 0 else None)
+    final = np.where(held, label, suggested)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
     wrong = known & (given != clean)
@@ -74,6 +104,8 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
         "changed": (final != given).sum(), "changed_known": (own & (final != given)).sum(),
         "changed_wrong": (wrong & own & (final != given)).sum(),
         "reviewed": trusted.sum(), "reviewed_changed": (trusted & (label != given)).sum(),
+        # Changes the method suggested and change_min_prob held back: the label stays, the row is for review.
+        "held": held.sum(), "held_wrong": (held & wrong & own).sum(),
     }
     return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
 
@@ -88,6 +120,10 @@ def summarise(counts: dict[str, int]) -> dict:
                          "cache_hits": counts["cached_now"], "failed": counts["failed_now"],
                          "queries": counts["annotated_now"] - counts["cached_now"]},
            "truncated": counts["truncated"], "changed": counts["changed"]}
+    if counts.get("held"):
+        # Suggested changes change_min_prob held back (the given label stays), and how many of those
+        # given labels were in fact wrong (known only where clean labels are).
+        out["held"] = {"rows": counts["held"], "wrong": counts.get("held_wrong", 0)}
     if counts.get("reviewed"):
         out["reviewed"] = {"rows": counts["reviewed"], "changed_by_reviewer": counts["reviewed_changed"]}
     if counts.get("known"):

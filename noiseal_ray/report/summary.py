@@ -80,6 +80,7 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
         ("LLM queries", _llm_queries(data=data)),
         ("hard samples", "strong model's prediction" if config.get("hard_policy", "strong") == "strong"
          else "keep the given label"),
+        ("label changes", _changes(config=config, final=data.final)),
         ("wall time (all stages)", duration(total_s) + (" — " + ", ".join(
             f"{k} {duration(v)}" for k, v in stage.items()) if stage else "")),
         ("seed", text(config.get("seed"))),
@@ -87,6 +88,16 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
     if metrics.get("wall_seconds_this_invocation") is not None:
         rows.append(("wall time (last invocation)", duration(metrics["wall_seconds_this_invocation"])))
     return rows
+
+
+def _changes(*, config: dict, final: dict) -> str:
+    """Which suggested changes the final labels keep (``change_min_prob``), and how many it held back."""
+    t = float(config.get("change_min_prob") or 0.0)
+    if t <= 0:
+        return "every change the method suggests"
+    held = (final.get("held") or {}).get("rows", 0)
+    return (f"only where the final strong model predicts the new label with p >= {t:g}; "
+            f"{count(held)} suggested change(s) held back (given label kept; export --subset held)")
 
 
 def _thresholds(*, config: dict) -> str:

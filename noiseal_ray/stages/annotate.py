@@ -30,7 +30,7 @@ from noiseal_ray.split.table import CLASS_MEAN
 from noiseal_ray.stages.thresholds import SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
-COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "clean_label", "llm_round", "llm_error", "llm_cached",
+COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "pred_prob", "clean_label", "llm_round", "llm_error", "llm_cached",
                  "truncated", "given", "trusted"]
 
 
@@ -164,11 +164,13 @@ def serving_note(serving: dict) -> str:
             + (f", cold start {cold:.0f} s" if cold else ""))
 
 
-def round_counts(*, table_dir: Path, round_no: int, hard_policy: str) -> dict[str, int]:
-    """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table."""
+def round_counts(*, table_dir: Path, round_no: int, hard_policy: str, change_min_prob: float = 0.0) -> dict[str, int]:
+    """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table,
+    its final labels chosen as ``finalize.final_labels`` does with ``hard_policy`` and ``change_min_prob``."""
     present = set(table_columns(table_dir))  # a table from before reviewed rows existed has no given/trusted
     cols = [c for c in COUNT_COLUMNS if c in present]
-    sums = reduce_sum(read_dir(path=table_dir, columns=cols), batch_stats, round_no=round_no, hard_policy=hard_policy)
+    sums = reduce_sum(read_dir(path=table_dir, columns=cols), batch_stats, round_no=round_no, hard_policy=hard_policy,
+                      change_min_prob=change_min_prob)
     return {k: int(sums[k]) for k in STAT_KEYS}
 
 
@@ -229,7 +231,7 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
                      split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
                      refuted=refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
-                              hard_policy=config.hard_policy)
+                              hard_policy=config.hard_policy, change_min_prob=config.change_min_prob)
         summary = summarise(counts)
         s = summary["sizes"]
         st["rows"] = counts["n"]

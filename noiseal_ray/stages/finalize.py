@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import final_labels, given_and_trusted
+from noiseal_ray.finalize import final_labels, given_and_trusted, held_changes
 from noiseal_ray.rundir import LABELS, MODEL, Manifest, atomic_write_json, partition_key, train_key
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import read_dir, write_dir
@@ -25,7 +25,7 @@ LABELS_SCHEMA = pa.schema([
     ("partition", pa.string()), ("llm_label", pa.string()), ("llm_logprob", pa.float64()),
     ("llm_error", pa.string()), ("llm_round", pa.int64()), ("p_strong", pa.float64()),
     ("p_weak", pa.float64()), ("pred_label", pa.string()), ("pred_prob", pa.float64()),
-    ("changed", pa.bool_()), ("truncated", pa.bool_()), ("reviewed", pa.bool_())])
+    ("changed", pa.bool_()), ("held", pa.bool_()), ("truncated", pa.bool_()), ("reviewed", pa.bool_())])
 PART_NAMES = np.array(["R", "P", "H"], dtype=object)
 
 
@@ -33,13 +33,18 @@ def _labels_schema(has_clean: bool) -> pa.Schema:
     return LABELS_SCHEMA.append(pa.field("clean_label", pa.string())) if has_clean else LABELS_SCHEMA
 
 
-def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: bool) -> pa.Table:
-    """A round-table batch as labels.parquet rows: label indices become names, final labels chosen."""
+def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: bool,
+               change_min_prob: float = 0.0) -> pa.Table:
+    """A round-table batch as labels.parquet rows: label indices become names, final labels chosen;
+    ``held``: a change the method suggested that ``change_min_prob`` held back (the label stays)."""
     names = np.array(label_names, dtype=object)
     given, trusted = given_and_trusted(b)
-    llm = b["llm_label"].astype(np.int64)
-    final = final_labels(part=b["part"].astype(np.int64), given=b["label"].astype(np.int64), llm=llm,
-                         pred=b["pred"].astype(np.int64), hard_policy=hard_policy, trusted=trusted)
+    llm, label, pred = b["llm_label"].astype(np.int64), b["label"].astype(np.int64), b["pred"].astype(np.int64)
+    suggested = final_labels(part=b["part"].astype(np.int64), given=label, llm=llm, pred=pred,
+                             hard_policy=hard_policy, trusted=trusted)
+    held = held_changes(suggested=suggested, given=label, pred=pred, pred_prob=b["pred_prob"].astype(np.float64),
+                        change_min_prob=change_min_prob)
+    final = np.where(held, label, suggested)
     cols = {
         "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
         "partition": PART_NAMES[b["part"].astype(np.int64)],
@@ -50,7 +55,7 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
         "llm_round": [int(r) if r >= 0 else None for r in b["llm_round"]],
         "p_strong": b["p_strong"].astype(np.float64), "p_weak": b["p_weak"].astype(np.float64),
         "pred_label": names[b["pred"].astype(np.int64)], "pred_prob": b["pred_prob"].astype(np.float64),
-        "changed": final != given, "truncated": b["truncated"].astype(bool), "reviewed": trusted,
+        "changed": final != given, "held": held, "truncated": b["truncated"].astype(bool), "reviewed": trusted,
     }
     if has_clean:
         cols["clean_label"] = [names[v] if v >= 0 else None for v in b["clean_label"].astype(np.int64)]
@@ -58,11 +63,13 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
     return pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}, schema=schema)
 
 
-def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool) -> None:
+def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool,
+                 change_min_prob: float = 0.0) -> None:
     """labels.parquet/: every input row once: id, text, given_label, final_label, partition, ...
     (``LABELS_SCHEMA``), in input order."""
     ds = read_dir(path=table_dir).map_batches(_to_labels, batch_format="numpy", fn_kwargs={
-        "label_names": label_names, "hard_policy": hard_policy, "has_clean": has_clean})
+        "label_names": label_names, "hard_policy": hard_policy, "has_clean": has_clean,
+        "change_min_prob": change_min_prob})
     write_dir(ds=ds, final=out / "labels.parquet")
 
 
@@ -73,7 +80,8 @@ def finalize_stage(*, run: RunContext) -> None:
     if not manifest.done(LABELS):
         with run.progress.stage("write labels.parquet", rows=manifest.n_rows):
             write_labels(table_dir=run.round_dir(last) / "table", out=run.out, label_names=manifest.label_names,
-                         hard_policy=config.hard_policy, has_clean=manifest.data["has_clean"])
+                         hard_policy=config.hard_policy, has_clean=manifest.data["has_clean"],
+                         change_min_prob=config.change_min_prob)
         manifest.mark(LABELS)
         shutil.rmtree(run.round_dir(last) / "scored", ignore_errors=True)
     if not manifest.done(MODEL):

@@ -137,7 +137,7 @@ def test_cli_export(run, labels, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"wrote {len(expected(labels, 'H')):,} H record(s)" in res.output
     bad = CliRunner().invoke(app, ["export", str(run), "--subset", "X", "--out", str(out)])
-    assert isinstance(bad.exception, ConfigError) and "H, P, changed, reviewed, all" in str(bad.exception)
+    assert isinstance(bad.exception, ConfigError) and "H, P, changed, held, reviewed, all" in str(bad.exception)
     bad = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(out)])
     assert isinstance(bad.exception, InputError) and "not a noiseal-ray run directory" in str(bad.exception)
     bad = CliRunner().invoke(app, ["export", str(run)])

@@ -1,0 +1,134 @@
+"""change_min_prob (issue 15, item 6): a final label differs from the given one only where the last
+strong model predicts it with enough probability; a change held back keeps the given label, is
+counted, marked ``held`` in labels.parquet and exported for review with its reason. No Ray."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from noiseal_ray.finalize import batch_stats, final_labels, held_changes, summarise
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import make_run  # noqa: E402  (the synthetic run directory builder)
+
+R, P, H = 0, 1, 2
+
+
+def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
+    part = np.array([P, P, P, H, H, R, P])
+    given = np.array([0, 0, 0, 1, 1, 2, 0])
+    llm = np.array([1, 1, 1, -1, -1, -1, 0])
+    pred = np.array([1, 1, 2, 2, 2, 0, 0])
+    prob = np.array([0.95, 0.80, 0.99, 0.91, 0.50, 0.99, 0.99])
+    every = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong")
+    np.testing.assert_array_equal(every, [1, 1, 1, 2, 2, 2, 0])
+    # 0 (the default) keeps every change the method suggests, with or without probabilities
+    np.testing.assert_array_equal(final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong",
+                                               pred_prob=prob, change_min_prob=0.0), every)
+    gated = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob,
+                         change_min_prob=0.9)
+    # row 0: the model predicts the annotator's label at 0.95 -> the change stands; row 1: only 0.80;
+    # row 2: the model predicts another label; row 3: H at 0.91 stands; row 4: H at 0.50; R and
+    # unchanged rows are untouched
+    np.testing.assert_array_equal(gated, [1, 0, 0, 2, 1, 2, 0])
+    held = held_changes(suggested=every, given=given, pred=pred, pred_prob=prob, change_min_prob=0.9)
+    np.testing.assert_array_equal(held, [False, True, True, False, True, False, False])
+    # a reviewed row keeps its label whatever the gate says
+    trusted = np.array([True, False, False, False, False, False, False])
+    assert final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob,
+                        change_min_prob=0.9, trusted=trusted)[0] == 0
+    with pytest.raises(ValueError, match="pred_prob"):
+        final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", change_min_prob=0.5)
+
+
+def _batch(n: int = 600, c: int = 4, seed: int = 5) -> dict:
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, c, n)
+    given = np.where(rng.random(n) < 0.3, rng.integers(0, c, n), clean)
+    return {"id": np.array([f"r{i}" for i in range(n)], dtype=object),
+            "text": np.array([f"text {i}" for i in range(n)], dtype=object),
+            "part": rng.integers(0, 3, n), "label": given, "llm_label": rng.integers(-1, c, n),
+            "llm_logprob": np.log(rng.uniform(0.2, 1, n)), "pred": np.where(rng.random(n) < 0.7, clean,
+                                                                             rng.integers(0, c, n)),
+            "pred_prob": rng.uniform(0.3, 1.0, n), "p_strong": rng.random(n), "p_weak": rng.random(n),
+            "clean_label": clean, "llm_round": np.ones(n, np.int64), "llm_error": np.array([""] * n, dtype=object),
+            "llm_cached": np.zeros(n, bool), "truncated": np.zeros(n, bool)}
+
+
+def test_round_counts_score_the_gated_labels_and_count_what_was_held():
+    b = _batch()
+    kw = dict(part=b["part"], given=b["label"], llm=b["llm_label"], pred=b["pred"], hard_policy="strong")
+    every = final_labels(**kw)
+    gated = final_labels(**kw, pred_prob=b["pred_prob"], change_min_prob=0.9)
+    counts = {k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong", change_min_prob=0.9).items()}
+    held = (every != b["label"]) & (gated == b["label"])
+    assert 0 < held.sum() < (every != b["label"]).sum()
+    assert counts["held"] == held.sum()
+    assert counts["held_wrong"] == (held & (b["label"] != b["clean_label"])).sum()
+    assert counts["changed"] == (gated != b["label"]).sum()
+    assert counts["final_right"] == (gated == b["clean_label"]).sum()
+    assert summarise(counts)["held"] == {"rows": counts["held"], "wrong": counts["held_wrong"]}
+    plain = {k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong").items()}
+    assert plain["held"] == 0 and plain["changed"] == (every != b["label"]).sum() and "held" not in summarise(plain)
+
+
+def test_labels_rows_mark_held_changes_and_keep_the_given_label():
+    from noiseal_ray.stages.finalize import _to_labels
+
+    b = _batch()
+    names = ["a", "b", "c", "d"]
+    t = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, change_min_prob=0.9).to_pandas()
+    assert len(t) == len(b["id"]) and list(t["id"]) == list(b["id"])
+    held, changed = t["held"].to_numpy(), t["changed"].to_numpy()
+    assert held.any() and changed.any() and not (held & changed).any()
+    assert (t.loc[held, "final_label"] == t.loc[held, "given_label"]).all()
+    # every change that stands is one the final strong model predicts at p >= 0.9
+    assert (t.loc[changed, "pred_label"] == t.loc[changed, "final_label"]).all()
+    assert (t.loc[changed, "pred_prob"] >= 0.9).all()
+    plain = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True).to_pandas()
+    assert not plain["held"].any() and plain["changed"].sum() == changed.sum() + held.sum()
+
+
+def test_held_rows_export_for_review_with_their_reason(tmp_path):
+    from noiseal_ray.export import export_review
+    from noiseal_ray.stages.finalize import _to_labels
+
+    run = make_run(tmp_path / "run", n=200, xss=False)
+    names = json.loads((run / "manifest.json").read_text())["label_names"]
+    last = pq.read_table(run / "rounds" / "r3" / "table")
+    b = {k: last.column(k).to_numpy(zero_copy_only=False) for k in last.column_names}
+    labels = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, change_min_prob=0.9)
+    pq.write_table(labels, run / "labels.parquet" / "part-0.parquet")
+    want = labels.to_pandas()
+    want = want[want["held"]]
+    assert len(want) > 0
+    out = tmp_path / "held.jsonl"
+    assert export_review(run_dir=run, out=out, subset="held", fmt="jsonl") == len(want)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in recs] == want["id"].tolist()
+    for r in recs:
+        assert r["suggested_label"] == r["given_label"] and not r["changed"]
+        assert r["reason"].startswith(f"Held ({r['partition']})") and "change_min_prob" in r["reason"]
+
+
+def test_a_run_without_the_column_exports_no_held_rows(tmp_path):
+    from noiseal_ray.export import export_review
+
+    run = make_run(tmp_path / "run", n=60, xss=False)
+    assert "held" not in pq.read_schema(next((run / "labels.parquet").glob("*.parquet"))).names
+    assert export_review(run_dir=run, out=tmp_path / "h.jsonl", subset="held", fmt="jsonl") == 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, "high"])
+def test_change_min_prob_out_of_range_is_a_config_error(bad):
+    from noiseal_ray.config import make_config
+    from noiseal_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="change_min_prob"):
+        make_config(overrides={"change_min_prob": bad})
