@@ -31,6 +31,13 @@ GATES = {
     "weak doubts": "a change only where the weak model gives the given label less than 1/C",
     "H keeps given": "no change in H (`--hard-policy given`); P's relabels stay",
 }
+# With --test (the run's clean test data scored by its final model): gates calibrated on rows whose
+# labels are trusted, as issue 15 item 6 asks. A change to class f is more likely right than the
+# given label whenever P(true = f | the model predicts f) > 1/2 (the given label then has less).
+TEST_GATES = {
+    "test precision": "a change to class f only where the final model's precision for f on the clean test data is >= 0.5",
+    "sure + test precision": "both `final sure` and `test precision`",
+}
 
 
 def _round_tables(run: Path) -> list[Path]:
@@ -62,10 +69,46 @@ def evidence(run: Path) -> dict[str, np.ndarray]:
             "p_weak": last["p_weak"].to_numpy(), "classes": len(names)}
 
 
+def test_precision(run: Path, *, classes: int) -> np.ndarray:
+    """(C,) the run's final strong model's precision per predicted class on the run's clean test data
+    (NaN where it predicts a class for no test row). Needs an initialised Ray (``predict``)."""
+    import tempfile
+
+    import pandas as pd
+
+    from noiseal_ray.config import load_saved_config
+    from noiseal_ray.predict import predict
+    from noiseal_ray.rundir import Manifest
+
+    cfg = load_saved_config(run / "config.yaml")
+    if not cfg.test_data:
+        raise ValueError(f"{run}: the run has no test data (--test needs it)")
+    names = {name: i for i, name in enumerate(Manifest.load(run).label_names)}
+    with tempfile.TemporaryDirectory() as tmp:
+        predict(model_dir=str(run / "model"), data=cfg.test_data, out=f"{tmp}/pred.parquet",
+                text_col=cfg.text_col, label_col=cfg.test_label_col or cfg.label_col)
+        pred = pd.read_parquet(f"{tmp}/pred.parquet", columns=["pred_label"])["pred_label"].map(names).to_numpy()
+    from noiseal_ray.data.io import read_table
+
+    truth = pd.Series(read_table(cfg.test_data).column(cfg.test_label_col or cfg.label_col).to_pylist()).astype(str)
+    truth = truth.map(names).fillna(-1).astype(np.int64).to_numpy()
+    return np.array([(truth[pred == c] == c).mean() if (pred == c).any() else np.nan for c in range(classes)])
+
+
 def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Gate name -> (n,) bool: the changes the gate undoes."""
+    """Gate name -> (n,) bool: the changes the gate undoes (the ``TEST_GATES`` too when ``e`` holds
+    ``test_precision``)."""
     changed = (e["final"] != e["given"]) & ~e["trusted"]
     new = e["final"]
+    out = _own_vetoes(e, changed=changed, new=new)
+    if "test_precision" in e:
+        unsure = ~(np.nan_to_num(e["test_precision"], nan=0.0)[new] >= 0.5)
+        out["test precision"] = changed & unsure
+        out["sure + test precision"] = out["final sure"] | (changed & unsure)
+    return out
+
+
+def _own_vetoes(e: dict[str, np.ndarray], *, changed: np.ndarray, new: np.ndarray) -> dict[str, np.ndarray]:
     return {"none": np.zeros_like(changed),
             "stable": changed & ~(e["preds"] == new).all(0),
             "warm-up sure": changed & ~((e["preds"][0] == new) & (e["warm_prob"] >= 0.5)),
@@ -85,7 +128,7 @@ def score(e: dict[str, np.ndarray], undo: np.ndarray) -> dict[str, float]:
             "broken": 100 * (right_g & ~right_f).sum() / max(1, right_g.sum())}
 
 
-def render(runs: list[Path], *, command: str) -> str:
+def render(runs: list[Path], *, command: str, test: bool = False) -> str:
     """The Markdown table: one row per run, per gate final right (fixed / broken)."""
     lines = ["# Final-label gates, offline (issue 15, item 6)", "", f"`{command}`", "",
              "Per run: the share of final labels right after each gate undoes some of the run's changes, "
@@ -93,10 +136,13 @@ def render(runs: list[Path], *, command: str) -> str:
              "A run named `SETTING-sSEED/none` is the `none` arm of `benchmarks.review_loop` (NoiseAL-kNN at the "
              "defaults): `python -m benchmarks.review_loop --out review-out --settings SETTING --seeds SEED --arms none`, "
              "run from the folder the command above ran in. Gates:", ""]
-    lines += [f"- `{k}`: {v}" for k, v in GATES.items()]
-    lines += ["", "| run | given right | " + " | ".join(GATES) + " |", "|---|---:|" + "---:|" * len(GATES)]
+    gates = {**GATES, **(TEST_GATES if test else {})}
+    lines += [f"- `{k}`: {v}" for k, v in gates.items()]
+    lines += ["", "| run | given right | " + " | ".join(gates) + " |", "|---|---:|" + "---:|" * len(gates)]
     for run in runs:
         e = evidence(run)
+        if test:
+            e["test_precision"] = test_precision(run, classes=int(e["classes"]))
         cells = [score(e, undo) for undo in vetoes(e).values()]
         lines.append(f"| {run.parent.name}/{run.name} | {cells[0]['given']:.1f} | " + " | ".join(
             f"{c['right']:.1f} ({c['fixed']:.0f} / {c['broken']:.1f})" for c in cells) + " |")
@@ -107,8 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", type=Path, nargs="+", help="finished run folders with clean labels and round tables")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    ap.add_argument("--test", action="store_true",
+                    help="also the gates calibrated on each run's clean test data (scores it with the run's model)")
     a = ap.parse_args(argv)
-    text = render(a.runs, command="python -m benchmarks.final_gates " + " ".join(str(r) for r in a.runs))
+    command = "python -m benchmarks.final_gates " + ("--test " if a.test else "") + " ".join(str(r) for r in a.runs)
+    if a.test:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        text = render(a.runs, command=command, test=a.test)
+    finally:
+        if a.test:
+            ray.shutdown()
     print(text)
     if a.out is not None:
         from noiseal_ray.rundir import atomic_write_text

@@ -89,6 +89,10 @@ class RunConfig(BaseModel):
     # least this probability; elsewhere the label stays (labels.parquet marks the row ``held``, for
     # review). 0: every change the method suggests stands. Training is the same either way.
     change_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
+    # ... and only to a class the last strong model predicts on the clean test data (test_data) with
+    # at least this precision: at 0.5 a change to it is more likely right than the label it replaces.
+    # 0: no such condition. Needs test_data.
+    change_min_test_precision: float = Field(0.0, ge=0.0, le=1.0)
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
     # Re-cast the kNN vote of every P row each round from the current embeddings and R (a free
@@ -153,6 +157,8 @@ class RunConfig(BaseModel):
         if self.llm_max_replicas < self.llm_min_replicas:
             raise ValueError(f"llm_min_replicas ({self.llm_min_replicas}) exceeds llm_max_replicas "
                              f"({self.llm_max_replicas})")
+        if self.change_min_test_precision > 0 and not self.test_data:
+            raise ValueError("change_min_test_precision measures the model on the clean test data: it needs test_data")
         shown = list(self.label_descriptions.values())
         if len(set(shown)) != len(shown):
             raise ValueError("label_descriptions must give every label a different description")

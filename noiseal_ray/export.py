@@ -95,9 +95,9 @@ def reason(r: dict, *, annotator: str, hard_policy: str) -> str:
                 + "; trusted and kept whatever the models say.")
     if r.get("held"):
         new = r["llm_label"] if part == "P" and r.get("llm_label") is not None else r.get("pred_label")
-        return (f"Held ({part}): the run suggested '{new}' for the given label '{given}', but the final strong "
-                f"model predicts '{r.get('pred_label')}' with p={_fmt(r.get('pred_prob'))}, below the run's "
-                f"change_min_prob; the given label stays; please check.")
+        return (f"Held ({part}): the run suggested '{new}' for the given label '{given}', but its change gate "
+                f"(change_min_prob, change_min_test_precision) did not pass it: the final strong model predicts "
+                f"'{r.get('pred_label')}' with p={_fmt(r.get('pred_prob'))}; the given label stays; please check.")
     if part == "R":
         return f"Clean (R): both models accept the given label '{given}' [{scores}]; kept."
     if part == "P":

@@ -2,24 +2,86 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from noiseal_ray.metrics import detector_scores
 from noiseal_ray.partition import CODES
 
 
+@dataclass(frozen=True)
+class ChangeGate:
+    """Which of the label changes a run suggests stand (issue 15, item 6): where the evidence does
+    not back a change, the given label stays and the row is ``held`` for review.
+
+    ``min_prob``: a change stands only where the strong model predicts the new label with at least
+    this probability (0: no such condition). ``class_ok`` (C,) bool or None: the classes a label may
+    change to (``precise_classes``); None: any. The default gate holds nothing back.
+    """
+    min_prob: float = 0.0
+    class_ok: np.ndarray | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.min_prob > 0 or self.class_ok is not None
+
+    def held(self, *, suggested: np.ndarray, given: np.ndarray, pred: np.ndarray,
+             pred_prob: np.ndarray | None) -> np.ndarray:
+        """(n,) bool: the suggested changes (``suggested`` != ``given``) this gate holds back.
+
+        Why the strong model of the round: it has seen every earlier round's relabels, and where it
+        ends unsure of a change, the evidence for that change is no stronger than for the label it
+        would replace (``benchmarks/final_gates.py`` measures the rules offline).
+        """
+        changed = suggested != given
+        if not self.active:
+            return np.zeros(len(given), bool)
+        ok = np.ones(len(given), bool)
+        if self.min_prob > 0:
+            if pred_prob is None:
+                raise ValueError("a ChangeGate with min_prob > 0 needs pred_prob")
+            ok &= (pred == suggested) & (pred_prob >= self.min_prob)
+        if self.class_ok is not None:
+            ok &= self.class_ok[suggested]
+        return changed & ~ok
+
+
+def precise_classes(*, confusion: np.ndarray | None, min_precision: float) -> np.ndarray | None:
+    """(C,) bool from a (C, C) test confusion matrix (rows true, columns predicted): the classes the
+    model predicts on clean test rows with precision >= ``min_precision``; a class it never predicts
+    there fails. None when ``min_precision`` is 0 or there is no matrix. At 0.5 a change to an
+    accepted class is more likely right than the label it replaces: that label has at most the rest."""
+    if min_precision <= 0 or confusion is None:
+        return None
+    c = np.asarray(confusion, dtype=np.float64)
+    predicted = c.sum(axis=0)
+    prec = np.divide(np.diag(c), predicted, out=np.zeros(len(c)), where=predicted > 0)
+    return prec >= min_precision
+
+
+def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None) -> ChangeGate:
+    """The change gate of a round table from the run's settings and the manifest entry of the fit
+    whose model scored it (``test_confusion`` when that fit measured the test data). A test
+    precision asked for without a matrix is an error: the gate would silently let every change by."""
+    confusion = (fit_entry or {}).get("test_confusion")
+    if min_test_precision > 0 and confusion is None:
+        raise ValueError("change_min_test_precision needs the test data's confusion matrix of the fit that scored "
+                         "the table (test_data, and a fit made by this version)")
+    return ChangeGate(min_prob=min_prob,
+                      class_ok=precise_classes(confusion=confusion, min_precision=min_test_precision))
+
+
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,
                  hard_policy: str, trusted: np.ndarray | None = None, pred_prob: np.ndarray | None = None,
-                 change_min_prob: float = 0.0) -> np.ndarray:
+                 gate: ChangeGate | None = None) -> np.ndarray:
     """Final label ids, shape (n,).
 
     ``given``: the labels the run trained on (a reviewed row's reviewed label). R keeps it. P
     takes the annotator's label, or the strong model's prediction when the annotator gave none
     (annotator "none", or a recorded failure). H keeps it (policy "given") or takes the strong
-    model's prediction (policy "strong"). With ``change_min_prob`` > 0 a change stands only where
-    the strong model (``pred``, ``pred_prob`` (n,)) predicts the new label with at least that
-    probability (``held_changes``); elsewhere the label stays. A ``trusted`` (n,) row keeps it
-    whatever its part.
+    model's prediction (policy "strong"). A change ``gate`` holds back (``ChangeGate.held``, from
+    ``pred`` and ``pred_prob`` (n,)) keeps the label. A ``trusted`` (n,) row keeps it whatever its part.
     """
     out = given.copy()
     p = part == CODES["P"]
@@ -27,30 +89,12 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
     if hard_policy == "strong":
         h = part == CODES["H"]
         out[h] = pred[h]
-    if change_min_prob > 0:
-        if pred_prob is None:
-            raise ValueError("change_min_prob > 0 needs pred_prob")
-        held = held_changes(suggested=out, given=given, pred=pred, pred_prob=pred_prob,
-                            change_min_prob=change_min_prob)
+    if gate is not None and gate.active:
+        held = gate.held(suggested=out, given=given, pred=pred, pred_prob=pred_prob)
         out[held] = given[held]
     if trusted is not None:
         out[trusted] = given[trusted]
     return out
-
-
-def held_changes(*, suggested: np.ndarray, given: np.ndarray, pred: np.ndarray, pred_prob: np.ndarray,
-                 change_min_prob: float) -> np.ndarray:
-    """(n,) bool: the suggested changes (``suggested`` != ``given``) the strong model is not sure of:
-    its prediction ``pred`` is another label, or it gives the suggested one p < ``change_min_prob``.
-    All false when ``change_min_prob`` is 0 (every change stands).
-
-    Why the strong model after the last round: it has seen every round's relabels, and where it
-    ends unsure of a change the evidence for that change is no stronger than for the given label
-    (issue 15, item 6; ``benchmarks/final_gates.py`` measures this rule against others offline).
-    """
-    if change_min_prob <= 0:
-        return np.zeros(len(given), bool)
-    return (suggested != given) & ~((pred == suggested) & (pred_prob >= change_min_prob))
 
 
 def given_and_trusted(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,17 +114,18 @@ STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "fa
 
 
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str,
-                change_min_prob: float = 0.0) -> dict[str, np.ndarray]:
+                gate: ChangeGate | None = None) -> dict[str, np.ndarray]:
     """One row of counts for a batch of a round table; summed over the dataset by the caller.
-    ``change_min_prob`` > 0 needs the batch's ``pred_prob`` (``final_labels``)."""
+    A ``gate`` with ``min_prob`` needs the batch's ``pred_prob`` (``final_labels``)."""
     part = batch["part"].astype(np.int64)
     label = batch["label"].astype(np.int64)  # trained on: a reviewed row's reviewed label
     given, trusted = given_and_trusted(batch)
     llm = batch["llm_label"].astype(np.int64)
     pred = batch["pred"].astype(np.int64)
     suggested = final_labels(part=part, given=label, llm=llm, pred=pred, hard_policy=hard_policy, trusted=trusted)
-    held = held_changes(suggested=suggested, given=label, pred=pred, change_min_prob=change_min_prob,
-                        pred_prob=batch["pred_prob"] if change_min_prob > 0 else None)
+    gate = gate or ChangeGate()
+    held = gate.held(suggested=suggested, given=label, pred=pred,
+                     pred_prob=batch["pred_prob"] if gate.min_prob > 0 else None)
     final = np.where(held, label, suggested)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
@@ -104,7 +149,7 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
         "changed": (final != given).sum(), "changed_known": (own & (final != given)).sum(),
         "changed_wrong": (wrong & own & (final != given)).sum(),
         "reviewed": trusted.sum(), "reviewed_changed": (trusted & (label != given)).sum(),
-        # Changes the method suggested and change_min_prob held back: the label stays, the row is for review.
+        # Changes the method suggested and the gate held back: the label stays, the row is for review.
         "held": held.sum(), "held_wrong": (held & wrong & own).sum(),
     }
     return {k: np.array([int(v)], dtype=np.int64) for k, v in s.items()}
@@ -121,7 +166,7 @@ def summarise(counts: dict[str, int]) -> dict:
                          "queries": counts["annotated_now"] - counts["cached_now"]},
            "truncated": counts["truncated"], "changed": counts["changed"]}
     if counts.get("held"):
-        # Suggested changes change_min_prob held back (the given label stays), and how many of those
+        # Suggested changes the change gate held back (the given label stays), and how many of those
         # given labels were in fact wrong (known only where clean labels are).
         out["held"] = {"rows": counts["held"], "wrong": counts.get("held_wrong", 0)}
     if counts.get("reviewed"):

@@ -193,8 +193,8 @@ def run_worker(spec: WorkerSpec) -> None:
         if rank == 0 and spec.has_test and epoch + 1 == spec.epochs:
             # Rank 0 evaluates the clean test set with the model in memory: no extra actors.
             # The unwrapped module: a DDP forward on one rank alone would wait for the others.
-            metrics["test_accuracy"] = _evaluate(_unwrap(m.strong), m.bundle,
-                                                 ray.train.get_dataset_shard("test"), m.device)
+            metrics["test_accuracy"], metrics["test_confusion"] = _evaluate(
+                _unwrap(m.strong), m.bundle, ray.train.get_dataset_shard("test"), m.device)
         if rank == 0:
             _report_checkpoint(spec, m, epoch=epoch, metrics=metrics)
         else:
@@ -299,22 +299,30 @@ def _report_checkpoint(spec: WorkerSpec, m: _Trainees, *, epoch: int, metrics: d
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _evaluate(model: torch.nn.Module, bundle: Bundle, shard: DataIterator, device: torch.device) -> float:
-    """Accuracy of ``model`` on a dataset shard with columns text, label."""
+def _evaluate(model: torch.nn.Module, bundle: Bundle, shard: DataIterator,
+              device: torch.device) -> tuple[float, list[list[int]]]:
+    """Accuracy of ``model`` on a dataset shard with columns text, label, and its (C, C) confusion
+    matrix (rows true label, columns predicted; rows whose label is outside the label set count in
+    the accuracy's denominator only)."""
     import torch
 
     from noiseal_ray.models.bundle import encode
 
     model.eval()
+    c = bundle.num_classes
+    confusion = np.zeros((c, c), np.int64)
     right = total = 0
     with torch.inference_mode():
         for batch in shard.iter_batches(batch_size=128, batch_format="numpy"):
             ids, mask, _ = encode(bundle.tokenizer, [str(t) for t in batch["text"]], max_length=bundle.max_length)
             logits, _ = model(ids.to(device), mask.to(device))
             pred = logits.argmax(-1).cpu().numpy()
-            right += int((pred == np.asarray(batch["label"])).sum())
+            label = np.asarray(batch["label"]).astype(np.int64)
+            right += int((pred == label).sum())
             total += len(pred)
-    return right / max(total, 1)
+            known = (label >= 0) & (label < c)
+            np.add.at(confusion, (label[known], pred[known]), 1)
+    return right / max(total, 1), confusion.tolist()
 
 
 def fit(*, spec: TrainSpec, dataset: Dataset, workers: int, use_gpu: bool, name: str, storage_path: str,

@@ -91,13 +91,16 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
 
 
 def _changes(*, config: dict, final: dict) -> str:
-    """Which suggested changes the final labels keep (``change_min_prob``), and how many it held back."""
+    """Which suggested changes the final labels keep (the change gate), and how many it held back."""
     t = float(config.get("change_min_prob") or 0.0)
-    if t <= 0:
+    q = float(config.get("change_min_test_precision") or 0.0)
+    if t <= 0 and q <= 0:
         return "every change the method suggests"
     held = (final.get("held") or {}).get("rows", 0)
-    return (f"only where the final strong model predicts the new label with p >= {t:g}; "
-            f"{count(held)} suggested change(s) held back (given label kept; export --subset held)")
+    rules = ([f"the final strong model predicts the new label with p >= {t:g}"] if t > 0 else []) + (
+        [f"it predicts the new label's class on the clean test data with precision >= {q:g}"] if q > 0 else [])
+    return (f"only where {' and '.join(rules)}; {count(held)} suggested change(s) held back "
+            "(given label kept; export --subset held)")
 
 
 def _thresholds(*, config: dict) -> str:

@@ -19,9 +19,9 @@ from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_
 from noiseal_ray.annotate.llm import check_endpoint, longest_annotate_s, normalize_base_url
 from noiseal_ray.annotate.replicas import ReplicaWatch, summarise_replicas
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import STAT_KEYS, batch_stats, summarise
+from noiseal_ray.finalize import STAT_KEYS, ChangeGate, batch_stats, gate_from, summarise
 from noiseal_ray.partition import CODES
-from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage
+from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage, train_key
 from noiseal_ray.score import reduce_sum
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import fit_actors, read_dir, table_columns, write_dir
@@ -164,14 +164,25 @@ def serving_note(serving: dict) -> str:
             + (f", cold start {cold:.0f} s" if cold else ""))
 
 
-def round_counts(*, table_dir: Path, round_no: int, hard_policy: str, change_min_prob: float = 0.0) -> dict[str, int]:
+def round_counts(*, table_dir: Path, round_no: int, hard_policy: str, gate: ChangeGate | None = None) -> dict[str, int]:
     """The counts of ``finalize.STAT_KEYS`` (sizes, annotator answers, corrections) over a round table,
-    its final labels chosen as ``finalize.final_labels`` does with ``hard_policy`` and ``change_min_prob``."""
+    its final labels chosen as ``finalize.final_labels`` does with ``hard_policy`` and ``gate``."""
     present = set(table_columns(table_dir))  # a table from before reviewed rows existed has no given/trusted
     cols = [c for c in COUNT_COLUMNS if c in present]
     sums = reduce_sum(read_dir(path=table_dir, columns=cols), batch_stats, round_no=round_no, hard_policy=hard_policy,
-                      change_min_prob=change_min_prob)
+                      gate=gate)
     return {k: int(sums[k]) for k in STAT_KEYS}
+
+
+def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
+    """The change gate of round ``round_no``'s table, scored by the model of fit ``round_no`` - 1."""
+    c = run.config
+    try:
+        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
+                         fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)))
+    except ValueError:
+        # An adopted warm-up (warmup_from) measured nothing in this run: round 1's counts go ungated by test precision.
+        return ChangeGate(min_prob=c.change_min_prob)
 
 
 def preflight_annotator(*, config: RunConfig, needed: bool) -> None:
@@ -231,7 +242,7 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
                      split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
                      refuted=refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
-                              hard_policy=config.hard_policy, change_min_prob=config.change_min_prob)
+                              hard_policy=config.hard_policy, gate=round_gate(run=run, round_no=round_no))
         summary = summarise(counts)
         s = summary["sizes"]
         st["rows"] = counts["n"]

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import final_labels, given_and_trusted, held_changes
+from noiseal_ray.finalize import ChangeGate, final_labels, gate_from, given_and_trusted
 from noiseal_ray.rundir import LABELS, MODEL, Manifest, atomic_write_json, partition_key, train_key
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import read_dir, write_dir
@@ -34,16 +34,16 @@ def _labels_schema(has_clean: bool) -> pa.Schema:
 
 
 def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: bool,
-               change_min_prob: float = 0.0) -> pa.Table:
+               gate: ChangeGate | None = None) -> pa.Table:
     """A round-table batch as labels.parquet rows: label indices become names, final labels chosen;
-    ``held``: a change the method suggested that ``change_min_prob`` held back (the label stays)."""
+    ``held``: a change the method suggested that the ``gate`` held back (the label stays)."""
     names = np.array(label_names, dtype=object)
     given, trusted = given_and_trusted(b)
     llm, label, pred = b["llm_label"].astype(np.int64), b["label"].astype(np.int64), b["pred"].astype(np.int64)
     suggested = final_labels(part=b["part"].astype(np.int64), given=label, llm=llm, pred=pred,
                              hard_policy=hard_policy, trusted=trusted)
-    held = held_changes(suggested=suggested, given=label, pred=pred, pred_prob=b["pred_prob"].astype(np.float64),
-                        change_min_prob=change_min_prob)
+    held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred,
+                                       pred_prob=b["pred_prob"].astype(np.float64))
     final = np.where(held, label, suggested)
     cols = {
         "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
@@ -64,13 +64,26 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
 
 
 def write_labels(*, table_dir: Path, out: Path, label_names: list[str], hard_policy: str, has_clean: bool,
-                 change_min_prob: float = 0.0) -> None:
+                 gate: ChangeGate | None = None) -> None:
     """labels.parquet/: every input row once: id, text, given_label, final_label, partition, ...
     (``LABELS_SCHEMA``), in input order."""
     ds = read_dir(path=table_dir).map_batches(_to_labels, batch_format="numpy", fn_kwargs={
         "label_names": label_names, "hard_policy": hard_policy, "has_clean": has_clean,
-        "change_min_prob": change_min_prob})
+        "gate": gate})
     write_dir(ds=ds, final=out / "labels.parquet")
+
+
+def final_gate(*, run: RunContext) -> ChangeGate:
+    """The change gate of labels.parquet: the last round table is scored by the last fit's model.
+    ConfigError when a test precision is asked for and that fit measured no test data."""
+    from noiseal_ray.errors import ConfigError
+
+    c = run.config
+    try:
+        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
+                         fit_entry=run.manifest.round_entry(train_key(round_no=c.rounds)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def finalize_stage(*, run: RunContext) -> None:
@@ -81,7 +94,7 @@ def finalize_stage(*, run: RunContext) -> None:
         with run.progress.stage("write labels.parquet", rows=manifest.n_rows):
             write_labels(table_dir=run.round_dir(last) / "table", out=run.out, label_names=manifest.label_names,
                          hard_policy=config.hard_policy, has_clean=manifest.data["has_clean"],
-                         change_min_prob=config.change_min_prob)
+                         gate=final_gate(run=run))
         manifest.mark(LABELS)
         shutil.rmtree(run.round_dir(last) / "scored", ignore_errors=True)
     if not manifest.done(MODEL):

@@ -167,24 +167,33 @@ def test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it(tiny_run, 
     assert (a["partition"] == b["partition"]).all() and (a["final_label"] == b["final_label"]).all()
 
 
-def test_change_min_prob_holds_back_unsure_changes_and_trains_the_same(tiny_run, tiny_encoder, tmp_path):
-    """--change-min-prob: from the same warm-up the run trains and splits exactly as without it; of
-    the changes it would make, only those the final strong model predicts at p >= the threshold
-    stand, the others keep the given label and are marked held (and counted in metrics)."""
+def test_the_change_gate_holds_back_unbacked_changes_and_trains_the_same(tiny_run, tiny_encoder, tmp_path):
+    """--change-min-prob and --change-min-test-precision: from the same warm-up the run trains and
+    splits exactly as without them; of the changes it would make, only those the final strong model
+    predicts at p >= the threshold, to a class it predicts on the clean test data with precision >=
+    0.5, stand; the others keep the given label and are marked held (and counted in metrics)."""
     out, _ = tiny_run
     a = read_labels(out).sort_values("id").reset_index(drop=True)
     sure = a[a["changed"] & (a["pred_label"] == a["final_label"])]["pred_prob"]
     t = float(sure.median())  # a threshold some changes pass and some do not, whatever the tiny model learned
     cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"),
-                                               change_min_prob=t))
-    metrics = run_pipeline(config=cfg, out=str(tmp_path / "gated"), progress=Progress(enabled=False))
-    b = read_labels(tmp_path / "gated").sort_values("id").reset_index(drop=True)
+                                               change_min_prob=t, change_min_test_precision=0.5))
+    run = tmp_path / "gated"
+    metrics = run_pipeline(config=cfg, out=str(run), progress=Progress(enabled=False))
+    b = read_labels(run).sort_values("id").reset_index(drop=True)
     assert list(a["id"]) == list(b["id"]) and (a["partition"] == b["partition"]).all()
     np.testing.assert_allclose(a["pred_prob"], b["pred_prob"], rtol=1e-4, atol=1e-5)
+    # the last fit's confusion on the 200 clean test rows is recorded and agrees with its test accuracy
+    fit = json.loads((run / "manifest.json").read_text())["rounds"]["train1"]
+    confusion = np.array(fit["test_confusion"])
+    assert confusion.sum() == 200 and np.trace(confusion) / 200 == pytest.approx(fit["test_accuracy"])
+    names = json.loads((run / "manifest.json").read_text())["label_names"]
+    precise = {n for n, right, col in zip(names, np.diag(confusion), confusion.sum(0)) if col and right / col >= 0.5}
     # b's own scores decide (they equal a's to float precision; a row at the threshold must not flip)
-    stands = a["changed"] & (b["pred_label"] == a["final_label"]) & (b["pred_prob"] >= t)
+    stands = (a["changed"] & (b["pred_label"] == a["final_label"]) & (b["pred_prob"] >= t)
+              & a["final_label"].isin(precise))
     held = a["changed"] & ~stands
-    assert 0 < stands.sum() and 0 < held.sum()
+    assert 0 < held.sum()
     assert (b["held"] == held).all() and (b["changed"] == stands).all()
     assert (b.loc[stands, "final_label"] == a.loc[stands, "final_label"]).all()
     assert (b.loc[~stands, "final_label"] == b.loc[~stands, "given_label"]).all()

@@ -678,3 +678,11 @@ def test_final_gates_undo_only_the_changes_their_evidence_does_not_back(tmp_path
     # Given right: a, c (2 of 4). The run: a, b, d right; c broken. Undoing c: all four right.
     assert score(e, v["none"]) == {"right": 75.0, "given": 50.0, "fixed": 100.0, "broken": 50.0}
     assert score(e, v["stable"]) == {"right": 100.0, "given": 50.0, "fixed": 100.0, "broken": 0.0}
+    # Calibrated on clean test data: the model's predictions of y are right 40% of the time there, so
+    # no change to y is more likely right than the label it replaces; x's precision is unknown (NaN).
+    e["test_precision"] = np.array([np.nan, 0.4])
+    v = vetoes(e)
+    assert v["test precision"].tolist() == [False, True, True, False]
+    assert v["sure + test precision"].tolist() == [False, True, True, False]
+    e["test_precision"] = np.array([np.nan, 0.6])
+    assert vetoes(e)["test precision"].tolist() == [False] * 4

@@ -1,6 +1,7 @@
-"""change_min_prob (issue 15, item 6): a final label differs from the given one only where the last
-strong model predicts it with enough probability; a change held back keeps the given label, is
-counted, marked ``held`` in labels.parquet and exported for review with its reason. No Ray."""
+"""The change gate (issue 15, item 6: change_min_prob, change_min_test_precision): a final label
+differs from the given one only where the last strong model predicts it with enough probability and
+predicts its class precisely enough on clean test data; a change held back keeps the given label,
+is counted, marked ``held`` in labels.parquet and exported for review with its reason. No Ray."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from noiseal_ray.finalize import batch_stats, final_labels, held_changes, summarise
+from noiseal_ray.finalize import ChangeGate, batch_stats, final_labels, gate_from, summarise, precise_classes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import make_run  # noqa: E402  (the synthetic run directory builder)
@@ -30,21 +31,42 @@ def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
     np.testing.assert_array_equal(every, [1, 1, 1, 2, 2, 2, 0])
     # 0 (the default) keeps every change the method suggests, with or without probabilities
     np.testing.assert_array_equal(final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong",
-                                               pred_prob=prob, change_min_prob=0.0), every)
-    gated = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob,
-                         change_min_prob=0.9)
+                                               pred_prob=prob, gate=ChangeGate()), every)
+    sure = ChangeGate(min_prob=0.9)
+    gated = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob, gate=sure)
     # row 0: the model predicts the annotator's label at 0.95 -> the change stands; row 1: only 0.80;
     # row 2: the model predicts another label; row 3: H at 0.91 stands; row 4: H at 0.50; R and
     # unchanged rows are untouched
     np.testing.assert_array_equal(gated, [1, 0, 0, 2, 1, 2, 0])
-    held = held_changes(suggested=every, given=given, pred=pred, pred_prob=prob, change_min_prob=0.9)
+    held = sure.held(suggested=every, given=given, pred=pred, pred_prob=prob)
     np.testing.assert_array_equal(held, [False, True, True, False, True, False, False])
+    # class 2 is not precise enough on test data: the H change to 2 (row 3) is held too, the P one to 1 stands
+    both = ChangeGate(min_prob=0.9, class_ok=np.array([True, True, False]))
+    np.testing.assert_array_equal(both.held(suggested=every, given=given, pred=pred, pred_prob=prob),
+                                  [False, True, True, True, True, False, False])
+    only_class = ChangeGate(class_ok=np.array([True, True, False]))
+    np.testing.assert_array_equal(only_class.held(suggested=every, given=given, pred=pred, pred_prob=None),
+                                  [False, False, False, True, True, False, False])
     # a reviewed row keeps its label whatever the gate says
     trusted = np.array([True, False, False, False, False, False, False])
     assert final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob,
-                        change_min_prob=0.9, trusted=trusted)[0] == 0
+                        gate=sure, trusted=trusted)[0] == 0
     with pytest.raises(ValueError, match="pred_prob"):
-        final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", change_min_prob=0.5)
+        final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", gate=sure)
+
+
+def test_test_precision_accepts_the_classes_the_model_predicts_precisely():
+    # rows: true class; columns: predicted. Class 0 predicted 10 times, 9 right; class 1: 4 of 10;
+    # class 2 never predicted: no evidence for a change to it.
+    confusion = np.array([[9, 6, 0], [1, 4, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(precise_classes(confusion=confusion, min_precision=0.5), [True, False, False])
+    np.testing.assert_array_equal(precise_classes(confusion=confusion, min_precision=0.4), [True, True, False])
+    assert precise_classes(confusion=confusion, min_precision=0.0) is None
+    g = gate_from(min_prob=0.9, min_test_precision=0.5, fit_entry={"test_confusion": confusion.tolist()})
+    assert g.min_prob == 0.9 and g.class_ok.tolist() == [True, False, False]
+    assert not gate_from(min_prob=0.0, min_test_precision=0.0, fit_entry=None).active
+    with pytest.raises(ValueError, match="confusion"):
+        gate_from(min_prob=0.0, min_test_precision=0.5, fit_entry={"test_accuracy": 0.9})
 
 
 def _batch(n: int = 600, c: int = 4, seed: int = 5) -> dict:
@@ -65,8 +87,9 @@ def test_round_counts_score_the_gated_labels_and_count_what_was_held():
     b = _batch()
     kw = dict(part=b["part"], given=b["label"], llm=b["llm_label"], pred=b["pred"], hard_policy="strong")
     every = final_labels(**kw)
-    gated = final_labels(**kw, pred_prob=b["pred_prob"], change_min_prob=0.9)
-    counts = {k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong", change_min_prob=0.9).items()}
+    gated = final_labels(**kw, pred_prob=b["pred_prob"], gate=ChangeGate(min_prob=0.9))
+    counts = {k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong",
+                                                   gate=ChangeGate(min_prob=0.9)).items()}
     held = (every != b["label"]) & (gated == b["label"])
     assert 0 < held.sum() < (every != b["label"]).sum()
     assert counts["held"] == held.sum()
@@ -83,7 +106,7 @@ def test_labels_rows_mark_held_changes_and_keep_the_given_label():
 
     b = _batch()
     names = ["a", "b", "c", "d"]
-    t = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, change_min_prob=0.9).to_pandas()
+    t = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, gate=ChangeGate(min_prob=0.9)).to_pandas()
     assert len(t) == len(b["id"]) and list(t["id"]) == list(b["id"])
     held, changed = t["held"].to_numpy(), t["changed"].to_numpy()
     assert held.any() and changed.any() and not (held & changed).any()
@@ -103,7 +126,7 @@ def test_held_rows_export_for_review_with_their_reason(tmp_path):
     names = json.loads((run / "manifest.json").read_text())["label_names"]
     last = pq.read_table(run / "rounds" / "r3" / "table")
     b = {k: last.column(k).to_numpy(zero_copy_only=False) for k in last.column_names}
-    labels = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, change_min_prob=0.9)
+    labels = _to_labels(b, label_names=names, hard_policy="strong", has_clean=True, gate=ChangeGate(min_prob=0.9))
     pq.write_table(labels, run / "labels.parquet" / "part-0.parquet")
     want = labels.to_pandas()
     want = want[want["held"]]
@@ -125,10 +148,20 @@ def test_a_run_without_the_column_exports_no_held_rows(tmp_path):
     assert export_review(run_dir=run, out=tmp_path / "h.jsonl", subset="held", fmt="jsonl") == 0
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, "high"])
-def test_change_min_prob_out_of_range_is_a_config_error(bad):
+@pytest.mark.parametrize("key,bad", [("change_min_prob", -0.1), ("change_min_prob", 1.0), ("change_min_prob", "high"),
+                                     ("change_min_test_precision", 1.5)])
+def test_a_gate_setting_out_of_range_is_a_config_error(key, bad):
     from noiseal_ray.config import make_config
     from noiseal_ray.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="change_min_prob"):
-        make_config(overrides={"change_min_prob": bad})
+    with pytest.raises(ConfigError, match=key):
+        make_config(overrides={key: bad, "test_data": "test.csv"})
+
+
+def test_a_test_precision_gate_without_test_data_is_a_config_error():
+    from noiseal_ray.config import make_config
+    from noiseal_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs test_data"):
+        make_config(overrides={"change_min_test_precision": 0.5})
+    assert make_config(overrides={"change_min_test_precision": 0.5, "test_data": "t.csv"}).change_min_test_precision == 0.5
