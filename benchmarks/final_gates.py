@@ -71,28 +71,46 @@ def evidence(run: Path) -> dict[str, np.ndarray]:
 
 def test_precision(run: Path, *, classes: int) -> np.ndarray:
     """(C,) the run's final strong model's precision per predicted class on the run's clean test data
-    (NaN where it predicts a class for no test row). Needs an initialised Ray (``predict``)."""
-    import tempfile
-
-    import pandas as pd
+    (NaN where it predicts a class for no test row): from the last fit's ``test_confusion`` in the
+    manifest where the run recorded one, else by scoring the test data with ``run/model`` (which
+    needs an initialised Ray and the model's weights)."""
+    import json
 
     from noiseal_ray.config import load_saved_config
-    from noiseal_ray.predict import predict
-    from noiseal_ray.rundir import Manifest
+    from noiseal_ray.rundir import train_key
 
     cfg = load_saved_config(run / "config.yaml")
     if not cfg.test_data:
         raise ValueError(f"{run}: the run has no test data (--test needs it)")
+    fit = json.loads((run / "manifest.json").read_text())["rounds"].get(train_key(round_no=cfg.rounds), {})
+    confusion = np.array(fit["test_confusion"]) if "test_confusion" in fit else _score_test(run, cfg=cfg)
+    predicted = confusion.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(predicted > 0, np.diag(confusion) / predicted, np.nan)
+
+
+def _score_test(run: Path, *, cfg) -> np.ndarray:
+    """(C, C) confusion (rows true, columns predicted) of ``run/model`` on the run's test data."""
+    import tempfile
+
+    import pandas as pd
+
+    from noiseal_ray.data.io import read_table
+    from noiseal_ray.predict import predict
+    from noiseal_ray.rundir import Manifest
+
     names = {name: i for i, name in enumerate(Manifest.load(run).label_names)}
+    label_col = cfg.test_label_col or cfg.label_col
     with tempfile.TemporaryDirectory() as tmp:
         predict(model_dir=str(run / "model"), data=cfg.test_data, out=f"{tmp}/pred.parquet",
-                text_col=cfg.text_col, label_col=cfg.test_label_col or cfg.label_col)
+                text_col=cfg.text_col, label_col=label_col)
         pred = pd.read_parquet(f"{tmp}/pred.parquet", columns=["pred_label"])["pred_label"].map(names).to_numpy()
-    from noiseal_ray.data.io import read_table
-
-    truth = pd.Series(read_table(cfg.test_data).column(cfg.test_label_col or cfg.label_col).to_pylist()).astype(str)
+    truth = pd.Series(read_table(cfg.test_data).column(label_col).to_pylist()).astype(str)
     truth = truth.map(names).fillna(-1).astype(np.int64).to_numpy()
-    return np.array([(truth[pred == c] == c).mean() if (pred == c).any() else np.nan for c in range(classes)])
+    confusion = np.zeros((len(names), len(names)), np.int64)
+    known = truth >= 0
+    np.add.at(confusion, (truth[known], pred[known].astype(np.int64)), 1)
+    return confusion
 
 
 def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the gates calibrated on each run's clean test data (scores it with the run's model)")
     a = ap.parse_args(argv)
     command = "python -m benchmarks.final_gates " + ("--test " if a.test else "") + " ".join(str(r) for r in a.runs)
-    if a.test:
+    if a.test:  # only runs without a recorded test confusion need it (_score_test)
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -686,3 +686,21 @@ def test_final_gates_undo_only_the_changes_their_evidence_does_not_back(tmp_path
     assert v["sure + test precision"].tolist() == [False, True, True, False]
     e["test_precision"] = np.array([np.nan, 0.6])
     assert vetoes(e)["test precision"].tolist() == [False] * 4
+
+
+def test_final_gates_read_the_test_precision_a_run_recorded(tmp_path):
+    """--test needs no model where the run's last fit recorded its test confusion matrix."""
+    from benchmarks.final_gates import test_precision
+    from noiseal_ray.config import RunConfig, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(RunConfig(data="train.csv", test_data="test.csv", rounds=2), run / "config.yaml")
+    confusion = [[8, 3, 0], [2, 1, 0], [0, 0, 0]]  # rows true, columns predicted; class 2 never predicted
+    (run / "manifest.json").write_text(json.dumps({"label_names": ["a", "b", "c"],
+                                                   "rounds": {"train2": {"test_confusion": confusion}}}))
+    got = test_precision(run, classes=3)
+    assert got[:2].tolist() == [0.8, 0.25] and np.isnan(got[2])
+    save_config(RunConfig(data="train.csv", rounds=2), run / "config.yaml")
+    with pytest.raises(ValueError, match="no test data"):
+        test_precision(run, classes=3)
