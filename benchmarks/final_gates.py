@@ -91,26 +91,10 @@ def test_precision(run: Path, *, classes: int) -> np.ndarray:
 
 def _score_test(run: Path, *, cfg) -> np.ndarray:
     """(C, C) confusion (rows true, columns predicted) of ``run/model`` on the run's test data."""
-    import tempfile
+    from noiseal_ray.predict import test_confusion
 
-    import pandas as pd
-
-    from noiseal_ray.data.io import read_table
-    from noiseal_ray.predict import predict
-    from noiseal_ray.rundir import Manifest
-
-    names = {name: i for i, name in enumerate(Manifest.load(run).label_names)}
-    label_col = cfg.test_label_col or cfg.label_col
-    with tempfile.TemporaryDirectory() as tmp:
-        predict(model_dir=str(run / "model"), data=cfg.test_data, out=f"{tmp}/pred.parquet",
-                text_col=cfg.text_col, label_col=label_col)
-        pred = pd.read_parquet(f"{tmp}/pred.parquet", columns=["pred_label"])["pred_label"].map(names).to_numpy()
-    truth = pd.Series(read_table(cfg.test_data).column(label_col).to_pylist()).astype(str)
-    truth = truth.map(names).fillna(-1).astype(np.int64).to_numpy()
-    confusion = np.zeros((len(names), len(names)), np.int64)
-    known = truth >= 0
-    np.add.at(confusion, (truth[known], pred[known].astype(np.int64)), 1)
-    return confusion
+    return test_confusion(model_dir=str(run / "model"), data=cfg.test_data, text_col=cfg.text_col,
+                          label_col=cfg.test_label_column())
 
 
 def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

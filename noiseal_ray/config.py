@@ -89,9 +89,10 @@ class RunConfig(BaseModel):
     # least this probability; elsewhere the label stays (labels.parquet marks the row ``held``, for
     # review). 0: every change the method suggests stands. Training is the same either way.
     change_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
-    # ... and only to a class the last strong model predicts on the clean test data (test_data) with
-    # at least this precision: at 0.5 a change to it is more likely right than the label it replaces.
-    # 0: no such condition. Needs test_data.
+    # ... and only to a class the strong model predicts on the clean test data (test_data) with at
+    # least this precision: at 0.5 a change to it is more likely right than the label it replaces.
+    # It holds in the rounds too: a row whose new label would be such a change trains as R on its
+    # given label (as a move the reviews refute). 0: no such condition. Needs test_data.
     change_min_test_precision: float = Field(0.0, ge=0.0, le=1.0)
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
@@ -163,6 +164,10 @@ class RunConfig(BaseModel):
         if len(set(shown)) != len(shown):
             raise ValueError("label_descriptions must give every label a different description")
         return self
+
+    def test_label_column(self) -> str:
+        """The test data's label column: ``test_label_col``, else the corpus' clean label column, else its label column."""
+        return self.test_label_col or self.clean_label_col or self.label_col
 
     def reviewed_files(self) -> list[str]:
         """``reviewed`` as a list of paths ([] when none)."""

@@ -60,6 +60,17 @@ def precise_classes(*, confusion: np.ndarray | None, min_precision: float) -> np
     return prec >= min_precision
 
 
+def imprecise_moves(class_ok: np.ndarray | None) -> np.ndarray | None:
+    """(C, C) bool: the moves (given -> new label, off the diagonal) into a class ``class_ok`` (C,)
+    rejects; None when there is no such class. The rounds hold these back as reviews' refuted moves
+    are (``stages.annotate.hold_refuted_moves``): the row trains as R on its given label."""
+    if class_ok is None or class_ok.all():
+        return None
+    out = np.repeat(~np.asarray(class_ok, bool)[None, :], len(class_ok), axis=0)
+    np.fill_diagonal(out, False)
+    return out
+
+
 def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None) -> ChangeGate:
     """The change gate of a round table from the run's settings and the manifest entry of the fit
     whose model scored it (``test_confusion`` when that fit measured the test data). A test

@@ -19,7 +19,7 @@ from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_
 from noiseal_ray.annotate.llm import check_endpoint, longest_annotate_s, normalize_base_url
 from noiseal_ray.annotate.replicas import ReplicaWatch, summarise_replicas
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import STAT_KEYS, ChangeGate, batch_stats, gate_from, summarise
+from noiseal_ray.finalize import STAT_KEYS, ChangeGate, batch_stats, gate_from, imprecise_moves, summarise
 from noiseal_ray.partition import CODES
 from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage, train_key
 from noiseal_ray.score import reduce_sum
@@ -174,6 +174,17 @@ def round_counts(*, table_dir: Path, round_no: int, hard_policy: str, gate: Chan
     return {k: int(sums[k]) for k in STAT_KEYS}
 
 
+def held_moves(*, run: RunContext, round_no: int, num_classes: int) -> np.ndarray | None:
+    """(C, C) bool, the moves round ``round_no`` holds back (its rows train as R on their given
+    label): those the reviews refute, and those into a class the change gate's test precision
+    rejects for the model that scored the round (``change_min_test_precision``); None when none."""
+    reviewed = refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=num_classes)
+    imprecise = imprecise_moves(round_gate(run=run, round_no=round_no).class_ok)
+    if reviewed is None or imprecise is None:
+        return imprecise if reviewed is None else reviewed
+    return reviewed | imprecise
+
+
 def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
     """The change gate of round ``round_no``'s table, scored by the model of fit ``round_no`` - 1."""
     c = run.config
@@ -240,7 +251,7 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         with watch:
             annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
                      split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
-                     refuted=refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=c))
+                     refuted=held_moves(run=run, round_no=round_no, num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
                               hard_policy=config.hard_policy, gate=round_gate(run=run, round_no=round_no))
         summary = summarise(counts)

@@ -116,7 +116,7 @@ def build_metrics(*, manifest: Manifest, config: RunConfig, wall: float) -> dict
         entry = {"round": r}
         entry.update(manifest.round_entry(partition_key(round_no=r)))
         tr = manifest.round_entry(train_key(round_no=r))
-        if tr:
+        if "train" in tr:  # an adopted warm-up's entry (stages.train) records no fit
             entry["train"] = tr["train"]
             if "test_accuracy" in tr:
                 entry["test_accuracy"] = tr["test_accuracy"]

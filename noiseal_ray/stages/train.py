@@ -45,7 +45,7 @@ def load_test_dataset(*, run: RunContext):
     import ray.data  # deferred: heavy (module docstring)
 
     tc = load_corpus(config.test_data, text_col=config.text_col,
-                     label_col=config.test_label_col or config.clean_label_col or config.label_col,
+                     label_col=config.test_label_column(),
                      label_names=run.manifest.label_names, min_classes=1)
     return ray.data.from_arrow(tc.to_table().select(["text", "label"]))
 
@@ -129,6 +129,21 @@ def _new_models(*, run: RunContext, init_dir: Path) -> None:
                                weak_hidden=config.weak_hidden, seed=config.seed), init_dir)
 
 
+def _adopted_entry(*, run: RunContext, model_dir: Path) -> dict:
+    """The manifest entry of an adopted warm-up: its test confusion matrix where the change gate
+    needs it (the fit that made the model measured it in another run), else nothing."""
+    config = run.config
+    entry: dict = {"round": 0, "adopted": str(config.warmup_from)}
+    if config.change_min_test_precision > 0 and config.test_data:
+        from noiseal_ray.predict import test_confusion  # deferred: imports Ray Data
+
+        with run.progress.stage("warm-up: measure the adopted model on the test data"):
+            c = test_confusion(model_dir=str(model_dir), data=config.test_data, text_col=config.text_col,
+                               label_col=config.test_label_column())
+        entry["test_confusion"] = c.tolist()  # no test_accuracy: metrics.json's rounds report this run's fits
+    return entry
+
+
 def warm_up_stage(*, run: RunContext, trainer: Trainer) -> None:
     """Round 0: ``rounds/r0/model`` from ``config.warmup_from``, or from new models trained
     ``config.warmup_epochs`` epochs on the base table (copied untrained when that is 0)."""
@@ -138,7 +153,7 @@ def warm_up_stage(*, run: RunContext, trainer: Trainer) -> None:
         with run.progress.stage(f"warm-up: adopt {config.warmup_from}"):
             adopt_warmup(src=Path(config.warmup_from), label_names=manifest.label_names, dest=model_dir)
         manifest.mark(INIT)
-        manifest.mark(r0_train)
+        manifest.mark_round(r0_train, key=train_key(round_no=0), entry=_adopted_entry(run=run, model_dir=model_dir))
     if not manifest.done(INIT):
         _new_models(run=run, init_dir=init_dir)
         manifest.mark(INIT)

@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from noiseal_ray.finalize import ChangeGate, batch_stats, final_labels, gate_from, summarise, precise_classes
+from noiseal_ray.finalize import (ChangeGate, batch_stats, final_labels, gate_from, imprecise_moves, precise_classes,
+                                  summarise)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import make_run  # noqa: E402  (the synthetic run directory builder)
@@ -67,6 +68,10 @@ def test_test_precision_accepts_the_classes_the_model_predicts_precisely():
     assert not gate_from(min_prob=0.0, min_test_precision=0.0, fit_entry=None).active
     with pytest.raises(ValueError, match="confusion"):
         gate_from(min_prob=0.0, min_test_precision=0.5, fit_entry={"test_accuracy": 0.9})
+    # the rounds hold back every move into a rejected class, from any other class
+    np.testing.assert_array_equal(imprecise_moves(np.array([True, False, False])),
+                                  [[False, True, True], [False, False, True], [False, True, False]])
+    assert imprecise_moves(np.array([True, True])) is None and imprecise_moves(None) is None
 
 
 def _batch(n: int = 600, c: int = 4, seed: int = 5) -> dict:
