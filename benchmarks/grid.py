@@ -288,7 +288,7 @@ def paired_real() -> Grid:
     """Issue 15's paired comparison beyond TREC: real human noise (NoisyAG-News), real rule-based
     noise (Hausa, about half the labels wrong) and a task the model is far from perfect at (SST-2,
     20% symmetric noise), 3 seeds, each NoiseAL variant from its seed's base warm-up. Whatever
-    becomes the default must hold here too; about four hours on 2 cores (`--cells` runs a part)."""
+    becomes the default must hold here too; about five hours on 2 cores (`--cells` runs a part)."""
     training = PAIRED_TRAINING
     methods = ("base", "noiseal-knn", "noiseal-knn-split-rows", "noiseal-knn-tp")
     rows = {"noisyagnews": 2000, "hausa": None, "sst2": 2000}
@@ -298,9 +298,10 @@ def paired_real() -> Grid:
                 "NoisyAG-News (real human noise, 2,000-row seeded subsample of its 10k pool), Hausa headlines (real "
                 "rule-based noise, the full 2,045-row split) and SST-2 (20% symmetric noise, 2,000-row seeded "
                 "subsample); full clean test splits; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the "
-                f"candidate split ({CANDIDATE_SPLIT}) and row-weighted losses, and with the kNN vote re-cast every "
-                "round too; every NoiseAL variant adopts the same seed's base warm-up (1 epoch) and trains 3 rounds "
-                "(4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
+                f"candidate split ({CANDIDATE_SPLIT}) and row-weighted losses, and with the change gate calibrated "
+                "on the clean test data (change_min_test_precision 0.5, noiseal-knn-tp); every NoiseAL variant adopts "
+                "the same seed's base warm-up (1 epoch) and trains 3 rounds (4 epochs for every method); max_length 32; "
+                "2 Ray Train workers; no speed part")
 
 
 GRIDS = {"smoke": smoke, "trec": trec, "real": real, "breadth": breadth, "full": full,
