@@ -77,6 +77,7 @@ def test_precision(run: Path, *, classes: int) -> np.ndarray:
     import json
 
     from noiseal_ray.config import load_saved_config
+    from noiseal_ray.metrics import class_precision
     from noiseal_ray.rundir import train_key
 
     cfg = load_saved_config(run / "config.yaml")
@@ -84,9 +85,7 @@ def test_precision(run: Path, *, classes: int) -> np.ndarray:
         raise ValueError(f"{run}: the run has no test data (--test needs it)")
     fit = json.loads((run / "manifest.json").read_text())["rounds"].get(train_key(round_no=cfg.rounds), {})
     confusion = np.array(fit["test_confusion"]) if "test_confusion" in fit else _score_test(run, cfg=cfg)
-    predicted = confusion.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(predicted > 0, np.diag(confusion) / predicted, np.nan)
+    return class_precision(confusion)
 
 
 def _score_test(run: Path, *, cfg) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noiseal_ray.metrics import detector_scores
+from noiseal_ray.metrics import class_precision, detector_scores
 from noiseal_ray.partition import CODES
 
 
@@ -34,9 +34,9 @@ class ChangeGate:
         ends unsure of a change, the evidence for that change is no stronger than for the label it
         would replace (``benchmarks/final_gates.py`` measures the rules offline).
         """
-        changed = suggested != given
         if not self.active:
             return np.zeros(len(given), bool)
+        changed = suggested != given
         ok = np.ones(len(given), bool)
         if self.min_prob > 0:
             if pred_prob is None:
@@ -54,10 +54,7 @@ def precise_classes(*, confusion: np.ndarray | None, min_precision: float) -> np
     accepted class is more likely right than the label it replaces: that label has at most the rest."""
     if min_precision <= 0 or confusion is None:
         return None
-    c = np.asarray(confusion, dtype=np.float64)
-    predicted = c.sum(axis=0)
-    prec = np.divide(np.diag(c), predicted, out=np.zeros(len(c)), where=predicted > 0)
-    return prec >= min_precision
+    return np.nan_to_num(class_precision(confusion), nan=0.0) >= min_precision
 
 
 def imprecise_moves(class_ok: np.ndarray | None) -> np.ndarray | None:
@@ -84,15 +81,14 @@ def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | N
 
 
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,
-                 hard_policy: str, trusted: np.ndarray | None = None, pred_prob: np.ndarray | None = None,
-                 gate: ChangeGate | None = None) -> np.ndarray:
+                 hard_policy: str, trusted: np.ndarray | None = None) -> np.ndarray:
     """Final label ids, shape (n,).
 
     ``given``: the labels the run trained on (a reviewed row's reviewed label). R keeps it. P
     takes the annotator's label, or the strong model's prediction when the annotator gave none
     (annotator "none", or a recorded failure). H keeps it (policy "given") or takes the strong
-    model's prediction (policy "strong"). A change ``gate`` holds back (``ChangeGate.held``, from
-    ``pred`` and ``pred_prob`` (n,)) keeps the label. A ``trusted`` (n,) row keeps it whatever its part.
+    model's prediction (policy "strong"). A ``trusted`` (n,) row keeps it whatever its part. These
+    are the changes the method suggests; a ``ChangeGate`` may hold some back (``ChangeGate.held``).
     """
     out = given.copy()
     p = part == CODES["P"]
@@ -100,9 +96,6 @@ def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: 
     if hard_policy == "strong":
         h = part == CODES["H"]
         out[h] = pred[h]
-    if gate is not None and gate.active:
-        held = gate.held(suggested=out, given=given, pred=pred, pred_prob=pred_prob)
-        out[held] = given[held]
     if trusted is not None:
         out[trusted] = given[trusted]
     return out
@@ -134,9 +127,7 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
     llm = batch["llm_label"].astype(np.int64)
     pred = batch["pred"].astype(np.int64)
     suggested = final_labels(part=part, given=label, llm=llm, pred=pred, hard_policy=hard_policy, trusted=trusted)
-    gate = gate or ChangeGate()
-    held = gate.held(suggested=suggested, given=label, pred=pred,
-                     pred_prob=batch["pred_prob"] if gate.min_prob > 0 else None)
+    held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred, pred_prob=batch.get("pred_prob"))
     final = np.where(held, label, suggested)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0

@@ -13,6 +13,24 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((pred[known] == truth[known]).mean())
 
 
+def confusion_matrix(*, truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, rows true label, columns predicted; rows whose ``truth`` is outside
+    [0, C) (unknown, -1) count nowhere. ``truth``, ``pred``: (n,) label ids."""
+    truth, pred = np.asarray(truth, np.int64), np.asarray(pred, np.int64)
+    out = np.zeros((num_classes, num_classes), np.int64)
+    known = (truth >= 0) & (truth < num_classes)
+    np.add.at(out, (truth[known], pred[known]), 1)
+    return out
+
+
+def class_precision(confusion: np.ndarray) -> np.ndarray:
+    """(C,) float: per predicted class, the share of its predictions that are right, from a (C, C)
+    ``confusion_matrix``; NaN for a class never predicted."""
+    c = np.asarray(confusion, np.float64)
+    predicted = c.sum(axis=0)
+    return np.divide(np.diag(c), predicted, out=np.full(len(c), np.nan), where=predicted > 0)
+
+
 def f1_score(*, precision: float | None, recall: float | None) -> float:
     """Harmonic mean of ``precision`` and ``recall``; 0.0 when either is unknown (None or NaN) or
     both are 0."""

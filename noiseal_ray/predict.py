@@ -151,13 +151,11 @@ def test_confusion(*, model_dir: str, data: str, text_col: str, label_col: str) 
     not one of the model's count nowhere). Needs an initialised Ray."""
     import tempfile
 
+    from noiseal_ray.metrics import confusion_matrix
+
     names = {name: i for i, name in enumerate(_model_labels(model_dir))}
     with tempfile.TemporaryDirectory() as tmp:
         predict(model_dir=model_dir, data=data, out=f"{tmp}/pred.parquet", text_col=text_col, label_col=label_col)
         pred = [names[p] for p in pq.read_table(f"{tmp}/pred.parquet", columns=["pred_label"]).column(0).to_pylist()]
     truth = [names.get(str(v), -1) for v in read_table(data).column(label_col).to_pylist()]
-    pred, truth = np.asarray(pred, np.int64), np.asarray(truth, np.int64)
-    confusion = np.zeros((len(names), len(names)), np.int64)
-    known = truth >= 0
-    np.add.at(confusion, (truth[known], pred[known]), 1)
-    return confusion
+    return confusion_matrix(truth=np.asarray(truth), pred=np.asarray(pred), num_classes=len(names))

@@ -306,11 +306,11 @@ def _evaluate(model: torch.nn.Module, bundle: Bundle, shard: DataIterator,
     the accuracy's denominator only)."""
     import torch
 
+    from noiseal_ray.metrics import confusion_matrix
     from noiseal_ray.models.bundle import encode
 
     model.eval()
-    c = bundle.num_classes
-    confusion = np.zeros((c, c), np.int64)
+    confusion = np.zeros((bundle.num_classes, bundle.num_classes), np.int64)
     right = total = 0
     with torch.inference_mode():
         for batch in shard.iter_batches(batch_size=128, batch_format="numpy"):
@@ -320,8 +320,7 @@ def _evaluate(model: torch.nn.Module, bundle: Bundle, shard: DataIterator,
             label = np.asarray(batch["label"]).astype(np.int64)
             right += int((pred == label).sum())
             total += len(pred)
-            known = (label >= 0) & (label < c)
-            np.add.at(confusion, (label[known], pred[known]), 1)
+            confusion += confusion_matrix(truth=label, pred=pred, num_classes=bundle.num_classes)
     return right / max(total, 1), confusion.tolist()
 
 

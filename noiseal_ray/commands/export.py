@@ -11,7 +11,7 @@ import typer
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (the --out of `noiseal-ray run`).")],
     out: Annotated[Path, typer.Option("--out", help="File to write (.jsonl or .csv).")],
-    subset: Annotated[str, typer.Option("--subset", help="H | P | changed | held (changes --change-min-prob held back) | reviewed | all")] = "H",
+    subset: Annotated[str, typer.Option("--subset", help="H | P | changed | held (changes the run's change gate held back) | reviewed | all")] = "H",
     fmt: Annotated[str, typer.Option("--format", help="jsonl | csv | argilla (JSONL of Argilla records)")] = "jsonl",
     budget: Annotated[Optional[int], typer.Option("--budget", min=1, help="Only the N rows whose review is worth the most (any --subset ignored), most valuable first, each with why.")] = None,
     rule: Annotated[str, typer.Option("--rule", help="How --budget picks rows: moves (the default: random rows of each of the run's relabeling moves, so that the reviews, handed back as the exported file, can judge each move; then random rows) | doubt | disagree | random (an audit sample) | sample (at random, weighted by doubt) | mixed (half doubt, half random) | cover (one row per embedding cluster; costs a scoring pass).")] = "moves",

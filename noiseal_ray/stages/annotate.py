@@ -174,12 +174,12 @@ def round_counts(*, table_dir: Path, round_no: int, hard_policy: str, gate: Chan
     return {k: int(sums[k]) for k in STAT_KEYS}
 
 
-def held_moves(*, run: RunContext, round_no: int, num_classes: int) -> np.ndarray | None:
-    """(C, C) bool, the moves round ``round_no`` holds back (its rows train as R on their given
-    label): those the reviews refute, and those into a class the change gate's test precision
-    rejects for the model that scored the round (``change_min_test_precision``); None when none."""
+def held_moves(*, run: RunContext, gate: ChangeGate, num_classes: int) -> np.ndarray | None:
+    """(C, C) bool, the moves a round holds back (its rows train as R on their given label): those
+    the reviews refute, and those into a class the round's change ``gate`` (``round_gate``) rejects
+    for its test precision (``change_min_test_precision``); None when none."""
     reviewed = refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=num_classes)
-    imprecise = imprecise_moves(round_gate(run=run, round_no=round_no).class_ok)
+    imprecise = imprecise_moves(gate.class_ok)
     if reviewed is None or imprecise is None:
         return imprecise if reviewed is None else reviewed
     return reviewed | imprecise
@@ -192,7 +192,9 @@ def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
         return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
                          fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)))
     except ValueError:
-        # An adopted warm-up (warmup_from) measured nothing in this run: round 1's counts go ungated by test precision.
+        # No matrix for the model that scored this round: a warm-up that was never fit (warmup_epochs 0)
+        # or one fit by a version that did not record it. Round 1 goes ungated by test precision; the
+        # final labels never do (stages.finalize.final_gate raises instead).
         return ChangeGate(min_prob=c.change_min_prob)
 
 
@@ -244,6 +246,7 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         return
     config, names = run.config, run.manifest.label_names
     scored, c = run.round_dir(round_no) / "scored", len(names)
+    gate = round_gate(run=run, round_no=round_no)
     with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
         pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c,
                          per_class=config.demo_pool_per_class_for(c), seed=config.seed + round_no)
@@ -251,9 +254,9 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         with watch:
             annotate(scored_dir=scored, out_dir=run.round_dir(round_no) / "table", spec=spec, pool=pool,
                      split=state.current, round_no=round_no, label_names=names, config=config, actors=actors,
-                     refuted=held_moves(run=run, round_no=round_no, num_classes=c))
+                     refuted=held_moves(run=run, gate=gate, num_classes=c))
         counts = round_counts(table_dir=run.round_dir(round_no) / "table", round_no=round_no,
-                              hard_policy=config.hard_policy, gate=round_gate(run=run, round_no=round_no))
+                              hard_policy=config.hard_policy, gate=gate)
         summary = summarise(counts)
         s = summary["sizes"]
         st["rows"] = counts["n"]

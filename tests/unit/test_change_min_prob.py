@@ -22,6 +22,14 @@ from test_report import make_run  # noqa: E402  (the synthetic run directory bui
 R, P, H = 0, 1, 2
 
 
+def gated_labels(*, gate: ChangeGate, pred_prob, trusted=None, **kw) -> np.ndarray:
+    """The final labels as the run writes them (stages.finalize._to_labels): the method's suggested
+    labels, then the given label back wherever the gate holds the change."""
+    suggested = final_labels(**kw, hard_policy="strong", trusted=trusted)
+    held = gate.held(suggested=suggested, given=kw["given"], pred=kw["pred"], pred_prob=pred_prob)
+    return np.where(held, kw["given"], suggested)
+
+
 def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
     part = np.array([P, P, P, H, H, R, P])
     given = np.array([0, 0, 0, 1, 1, 2, 0])
@@ -31,10 +39,10 @@ def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
     every = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong")
     np.testing.assert_array_equal(every, [1, 1, 1, 2, 2, 2, 0])
     # 0 (the default) keeps every change the method suggests, with or without probabilities
-    np.testing.assert_array_equal(final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong",
-                                               pred_prob=prob, gate=ChangeGate()), every)
+    rows = dict(part=part, given=given, llm=llm, pred=pred)
+    np.testing.assert_array_equal(gated_labels(**rows, pred_prob=prob, gate=ChangeGate()), every)
     sure = ChangeGate(min_prob=0.9)
-    gated = final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob, gate=sure)
+    gated = gated_labels(**rows, pred_prob=prob, gate=sure)
     # row 0: the model predicts the annotator's label at 0.95 -> the change stands; row 1: only 0.80;
     # row 2: the model predicts another label; row 3: H at 0.91 stands; row 4: H at 0.50; R and
     # unchanged rows are untouched
@@ -50,10 +58,9 @@ def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
                                   [False, False, False, True, True, False, False])
     # a reviewed row keeps its label whatever the gate says
     trusted = np.array([True, False, False, False, False, False, False])
-    assert final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", pred_prob=prob,
-                        gate=sure, trusted=trusted)[0] == 0
+    assert gated_labels(**rows, pred_prob=prob, gate=sure, trusted=trusted)[0] == 0
     with pytest.raises(ValueError, match="pred_prob"):
-        final_labels(part=part, given=given, llm=llm, pred=pred, hard_policy="strong", gate=sure)
+        gated_labels(**rows, pred_prob=None, gate=sure)
 
 
 def test_test_precision_accepts_the_classes_the_model_predicts_precisely():
@@ -92,7 +99,8 @@ def test_round_counts_score_the_gated_labels_and_count_what_was_held():
     b = _batch()
     kw = dict(part=b["part"], given=b["label"], llm=b["llm_label"], pred=b["pred"], hard_policy="strong")
     every = final_labels(**kw)
-    gated = final_labels(**kw, pred_prob=b["pred_prob"], gate=ChangeGate(min_prob=0.9))
+    gated = gated_labels(part=b["part"], given=b["label"], llm=b["llm_label"], pred=b["pred"], pred_prob=b["pred_prob"],
+                         gate=ChangeGate(min_prob=0.9))
     counts = {k: int(v[0]) for k, v in batch_stats(b, round_no=1, hard_policy="strong",
                                                    gate=ChangeGate(min_prob=0.9)).items()}
     held = (every != b["label"]) & (gated == b["label"])

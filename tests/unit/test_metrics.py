@@ -30,3 +30,15 @@ def test_half_detector_and_breaking():
 
 def test_unknown_truth_is_ignored():
     assert accuracy(np.array([1, 2, 3]), np.array([1, -1, 0])) == 0.5
+
+
+def test_confusion_matrix_and_class_precision():
+    from noiseal_ray.metrics import class_precision, confusion_matrix
+
+    truth = np.array([0, 0, 1, 1, 1, -1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2, 0])
+    c = confusion_matrix(truth=truth, pred=pred, num_classes=3)
+    # the unknown row (-1) counts nowhere; rows true, columns predicted
+    np.testing.assert_array_equal(c, [[1, 1, 0], [1, 2, 0], [1, 0, 0]])
+    p = class_precision(c)
+    assert p[0] == pytest.approx(1 / 3) and p[1] == pytest.approx(2 / 3) and np.isnan(p[2])  # 2 never predicted
