@@ -285,7 +285,10 @@ def paired() -> Grid:
                 "TREC, 2,000-row seeded train subsample, full 500-row clean test split; symmetric 20% and asymmetric "
                 "40% noise; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the candidate split "
                 f"({CANDIDATE_SPLIT}), with row-weighted losses, with both, and with both and H trained on its given "
-                "labels (hard_loss given), and with both and the kNN vote re-cast every round (knn_recast); every NoiseAL variant adopts the same seed's base warm-up (1 epoch) and trains "
+                "labels (hard_loss given), with both and the kNN vote re-cast every round (knn_recast), and with the "
+                "change gate calibrated on the clean test data (change_min_test_precision 0.5) alone and with both "
+                "(noiseal-knn-tp, noiseal-knn-split-rows-tp); every NoiseAL variant adopts the same seed's base warm-up "
+                "(1 epoch) and trains "
                 "3 rounds (4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
 
 
@@ -304,7 +307,8 @@ def paired_real() -> Grid:
                 "rule-based noise, the full 2,045-row split) and SST-2 (20% symmetric noise, 2,000-row seeded "
                 "subsample); full clean test splits; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the "
                 f"candidate split ({CANDIDATE_SPLIT}) and row-weighted losses, and with the change gate calibrated "
-                "on the clean test data (change_min_test_precision 0.5, noiseal-knn-tp); every NoiseAL variant adopts "
+                "on the clean test data (change_min_test_precision 0.5) alone and with both (noiseal-knn-tp, "
+                "noiseal-knn-split-rows-tp); every NoiseAL variant adopts "
                 "the same seed's base warm-up (1 epoch) and trains 3 rounds (4 epochs for every method); max_length 32; "
                 "2 Ray Train workers; no speed part")
 

@@ -226,7 +226,11 @@ def run_noiseal(*, cell: Cell, meta: dict, work: Path, options: dict) -> dict:
         if not adopt.is_dir() or not base_record.is_file():
             raise FileNotFoundError(f"{cell.key} adopts the warm-up of the base cell in {adopt.parent}, which has "
                                     "not run: run it first (it comes before this one in the grid)")
-        warm_acc = json.loads(base_record.read_text())["test_accuracy_rounds"][:1]
+        base_rec = json.loads(base_record.read_text())
+        if base_rec.get("status") != "ok":
+            raise RuntimeError(f"{cell.key} adopts the warm-up of {base_rec.get('key')}, whose last run failed "
+                               f"({str(base_rec.get('error', 'no record of why')).splitlines()[0]}): rerun it first")
+        warm_acc = base_rec["test_accuracy_rounds"][:1]
     cfg = make_config(overrides=dict(
         data=meta["train"], text_col=meta["text_col"], label_col=meta["label_col"],
         clean_label_col=meta["clean_label_col"], test_data=meta["test"], test_label_col=meta["test_label_col"],

@@ -158,7 +158,8 @@ class RunConfig(BaseModel):
         if self.llm_max_replicas < self.llm_min_replicas:
             raise ValueError(f"llm_min_replicas ({self.llm_min_replicas}) exceeds llm_max_replicas "
                              f"({self.llm_max_replicas})")
-        if self.change_min_test_precision > 0 and not self.test_data:
+        # No data: the shipped sample, whose clean test data pipeline.apply_sample_defaults fills in.
+        if self.change_min_test_precision > 0 and not self.test_data and self.data is not None:
             raise ValueError("change_min_test_precision measures the model on the clean test data: it needs test_data")
         shown = list(self.label_descriptions.values())
         if len(set(shown)) != len(shown):

@@ -59,13 +59,14 @@ def sample_data_path() -> str:
 def apply_sample_defaults(config: RunConfig) -> RunConfig:
     """With no --data, run on the shipped sample and evaluate against its clean labels."""
     if config.data is None:
+        # Test data first: each assignment is validated, and a change gate on test precision needs it.
+        if config.test_data is None:
+            config.test_data = str(Path(__file__).parent / "sample_data" / "trec_test_200.csv")
         config.data = sample_data_path()
         config.label_col = "noisy_label"
         config.clean_label_col = config.clean_label_col or "label"
         config.text_col = "text"
         config.id_col = config.id_col or "id"
-        if config.test_data is None:
-            config.test_data = str(Path(__file__).parent / "sample_data" / "trec_test_200.csv")
     return config
 
 

@@ -21,6 +21,15 @@ def _reviewed_line(*, config: RunConfig, facts: dict) -> str:
     return line
 
 
+def _changes_line(*, config: RunConfig) -> str:
+    """Which label changes the run may make (the change gate)."""
+    q, t = config.change_min_test_precision, config.change_min_prob
+    rules = ([f"the final strong model gives the new label p >= {t:g}"] if t > 0 else []) + (
+        [f"the new label's class has precision >= {q:g} on the test data"] if q > 0 else [])
+    return "changes:     " + (f"a label changes only where {' and '.join(rules)}; the others stay, marked held"
+                              if rules else "every change the method suggests")
+
+
 def describe_plan(*, config: RunConfig, out: str) -> str:
     """A human-readable plan: data, classes, rounds, annotator load and Ray resources."""
     from noiseal_ray.models.strong import resolve_encoder  # deferred: the model module imports torch
@@ -56,6 +65,7 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         + (f"; LLM replicas {config.llm_min_replicas}-{config.llm_max_replicas} (an idle one goes after "
            f"{config.llm_downscale_delay_s:g} s)" if config.annotator == "llm"
            and not config.llm_endpoint else ""),
+        _changes_line(config=config),
         f"output:      {out}/labels.parquet ({n} rows), model/, metrics.json" + (", report.html" if config.report else ""),
     ]
     return "\n".join(lines)

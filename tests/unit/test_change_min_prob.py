@@ -176,5 +176,11 @@ def test_a_test_precision_gate_without_test_data_is_a_config_error():
     from noiseal_ray.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs test_data"):
-        make_config(overrides={"change_min_test_precision": 0.5})
-    assert make_config(overrides={"change_min_test_precision": 0.5, "test_data": "t.csv"}).change_min_test_precision == 0.5
+        make_config(overrides={"change_min_test_precision": 0.5, "data": "corpus.csv"})
+    assert make_config(overrides={"change_min_test_precision": 0.5, "data": "corpus.csv",
+                                  "test_data": "t.csv"}).change_min_test_precision == 0.5
+    # Without --data the run is on the shipped sample, which brings its own clean test data.
+    from noiseal_ray.pipeline import apply_sample_defaults
+
+    assert apply_sample_defaults(make_config(overrides={"change_min_test_precision": 0.5})).test_data
+

@@ -56,6 +56,18 @@ def test_dry_run_prints_plan_without_work(tmp_path):
     assert not out.exists()
 
 
+def test_dry_run_says_which_label_changes_the_run_may_make(tmp_path):
+    res = invoke("run", "--dry-run", "--out", str(tmp_path / "run"))
+    assert res.exit_code == 0, res.output
+    assert "changes:     every change the method suggests" in res.output
+    # The sample ships clean test data, so the test-precision gate can be asked for.
+    gated = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--change-min-test-precision", "0.5",
+                   "--change-min-prob", "0.8")
+    assert gated.exit_code == 0, gated.output
+    assert ("changes:     a label changes only where the final strong model gives the new label p >= 0.8 and the "
+            "new label's class has precision >= 0.5 on the test data; the others stay, marked held") in gated.output
+
+
 @pytest.mark.parametrize(("workers", "batch", "steps"), [(1, 32, 150), (2, 32, 150), (8, 32, 150), (8, 64, 78)])
 def test_dry_run_counts_the_optimiser_steps_the_run_makes(tmp_path, workers, batch, steps):
     """The batch is global: 800 rows in batches of 32 are 25 steps an epoch whatever --workers;
