@@ -65,6 +65,9 @@ NOISEAL_OPTIONS: dict[str, dict] = {
     # The change gate calibrated on the clean test data (issue 15, item 6): no move into a class the
     # model predicts there with precision < 0.5, in the rounds nor in the final labels.
     "noiseal-knn-tp": {"annotator": "knn", "change_min_test_precision": 0.5},
+    # The same gate judging a move g -> f by f's test precision against g alone (change_precision_scope
+    # move): is f more likely right than the label it replaces.
+    "noiseal-knn-tpm": {"annotator": "knn", "change_min_test_precision": 0.5, "change_precision_scope": "move"},
     # The candidate default: the candidate split and row-weighted losses (ahead on TREC asym40 and
     # NoisyAG-News) with that gate (which kept Hausa's labels from harm).
     "noiseal-knn-split-rows-tp": {"annotator": "knn", "split": CANDIDATE_SPLIT, "loss_norm": "rows",
@@ -278,7 +281,7 @@ def paired() -> Grid:
     seeds = (0, 1, 2)
     methods = ("base", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows", "noiseal-knn-split-rows",
                "noiseal-knn-split-rows-hgiven", "noiseal-knn-split-rows-live", "noiseal-knn-tp",
-               "noiseal-knn-split-rows-tp")
+               "noiseal-knn-split-rows-tp", "noiseal-knn-tpm")
     cells = _cells([("trec", "sym", 0.2), ("trec", "asym", 0.4)], seeds=seeds, methods=methods, train_rows=2000,
                    test_rows=None, training=training)
     return Grid("paired", cells, None,
@@ -287,7 +290,9 @@ def paired() -> Grid:
                 f"({CANDIDATE_SPLIT}), with row-weighted losses, with both, and with both and H trained on its given "
                 "labels (hard_loss given), with both and the kNN vote re-cast every round (knn_recast), and with the "
                 "change gate calibrated on the clean test data (change_min_test_precision 0.5) alone and with both "
-                "(noiseal-knn-tp, noiseal-knn-split-rows-tp); every NoiseAL variant adopts the same seed's base warm-up "
+                "(noiseal-knn-tp, noiseal-knn-split-rows-tp), and the gate judging each move against the label it "
+                "replaces (change_precision_scope move, noiseal-knn-tpm); every NoiseAL variant adopts the same seed's "
+                "base warm-up "
                 "(1 epoch) and trains "
                 "3 rounds (4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
 
@@ -298,7 +303,8 @@ def paired_real() -> Grid:
     20% symmetric noise), 3 seeds, each NoiseAL variant from its seed's base warm-up. Whatever
     becomes the default must hold here too; about five hours on 2 cores (`--cells` runs a part)."""
     training = PAIRED_TRAINING
-    methods = ("base", "noiseal-knn", "noiseal-knn-split-rows", "noiseal-knn-tp", "noiseal-knn-split-rows-tp")
+    methods = ("base", "noiseal-knn", "noiseal-knn-split-rows", "noiseal-knn-tp", "noiseal-knn-split-rows-tp",
+               "noiseal-knn-tpm")
     rows = {"noisyagnews": 2000, "hausa": None, "sst2": 2000}
     cells = _cells([("noisyagnews", "real", 0.0), ("hausa", "real", 0.0), ("sst2", "sym", 0.2)], seeds=(0, 1, 2),
                    methods=methods, train_rows=rows, test_rows=None, training=training)
@@ -308,7 +314,8 @@ def paired_real() -> Grid:
                 "subsample); full clean test splits; seeds 0, 1, 2; base, NoiseAL-kNN as reconstructed, with the "
                 f"candidate split ({CANDIDATE_SPLIT}) and row-weighted losses, and with the change gate calibrated "
                 "on the clean test data (change_min_test_precision 0.5) alone and with both (noiseal-knn-tp, "
-                "noiseal-knn-split-rows-tp); every NoiseAL variant adopts "
+                "noiseal-knn-split-rows-tp), and that gate judging each move against the label it replaces "
+                "(change_precision_scope move, noiseal-knn-tpm); every NoiseAL variant adopts "
                 "the same seed's base warm-up (1 epoch) and trains 3 rounds (4 epochs for every method); max_length 32; "
                 "2 Ray Train workers; no speed part")
 

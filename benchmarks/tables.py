@@ -30,7 +30,7 @@ QUALITY_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
 )
 METHOD_ORDER = ("clean", "base", "cleanlab", "noiseal-none", "noiseal-knn", "noiseal-knn-split", "noiseal-knn-rows",
                 "noiseal-knn-split-rows", "noiseal-knn-refit", "noiseal-llm", "noiseal-knn-tp",
-                "noiseal-knn-split-rows-tp")
+                "noiseal-knn-split-rows-tp", "noiseal-knn-tpm")
 ABLATED = "noiseal-knn"  # the variants of issue 15's ablation are also paired with the reconstructed method
 BASELINES = ("clean", "base", "cleanlab")
 CLEAN_GAP_POINTS = 3.0  # the issue's bar: NoiseAL within 3 points of the clean upper bound at 20% noise

@@ -94,6 +94,10 @@ class RunConfig(BaseModel):
     # It holds in the rounds too: a row whose new label would be such a change trains as R on its
     # given label (as a move the reviews refute). 0: no such condition. Needs test_data.
     change_min_test_precision: float = Field(0.0, ge=0.0, le=1.0)
+    # Which test rows that precision is over, for a change g -> f: "class", every test row the model
+    # predicts f; "move", those of them whose true label is f or g (is f more likely right than the g
+    # it replaces; finalize.precise_moves).
+    change_precision_scope: Literal["class", "move"] = "class"
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
     # Re-cast the kNN vote of every P row each round from the current embeddings and R (a free

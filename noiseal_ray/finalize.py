@@ -16,15 +16,15 @@ class ChangeGate:
     not back a change, the given label stays and the row is ``held`` for review.
 
     ``min_prob``: a change stands only where the strong model predicts the new label with at least
-    this probability (0: no such condition). ``class_ok`` (C,) bool or None: the classes a label may
-    change to (``precise_classes``); None: any. The default gate holds nothing back.
+    this probability (0: no such condition). ``move_ok`` (C, C) bool or None: ``move_ok[g, f]``, a
+    label g may change to f (``precise_moves``); None: any. The default gate holds nothing back.
     """
     min_prob: float = 0.0
-    class_ok: np.ndarray | None = None
+    move_ok: np.ndarray | None = None
 
     @property
     def active(self) -> bool:
-        return self.min_prob > 0 or self.class_ok is not None
+        return self.min_prob > 0 or self.move_ok is not None
 
     def held(self, *, suggested: np.ndarray, given: np.ndarray, pred: np.ndarray,
              pred_prob: np.ndarray | None) -> np.ndarray:
@@ -42,8 +42,8 @@ class ChangeGate:
             if pred_prob is None:
                 raise ValueError("a ChangeGate with min_prob > 0 needs pred_prob")
             ok &= (pred == suggested) & (pred_prob >= self.min_prob)
-        if self.class_ok is not None:
-            ok &= self.class_ok[suggested]
+        if self.move_ok is not None:
+            ok &= self.move_ok[given, suggested]
         return changed & ~ok
 
 
@@ -57,18 +57,47 @@ def precise_classes(*, confusion: np.ndarray | None, min_precision: float) -> np
     return np.nan_to_num(class_precision(confusion), nan=0.0) >= min_precision
 
 
-def imprecise_moves(class_ok: np.ndarray | None) -> np.ndarray | None:
-    """(C, C) bool: the moves (given -> new label, off the diagonal) into a class ``class_ok`` (C,)
-    rejects; None when there is no such class. The rounds hold these back as reviews' refuted moves
-    are (``stages.annotate.hold_refuted_moves``): the row trains as R on its given label."""
-    if class_ok is None or class_ok.all():
+def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: str = "class") -> np.ndarray | None:
+    """(C, C) bool ``ok[g, f]``: a label g may change to f, judged on a (C, C) test confusion matrix
+    (rows true, columns predicted). None when ``min_precision`` is 0 or there is no matrix.
+
+    ``scope`` "class": f's precision, over every clean test row the model predicts f, is at least
+    ``min_precision`` (``precise_classes``), whatever g. "move": f's precision against g alone,
+    C[f, f] / (C[f, f] + C[g, f]) >= ``min_precision``: among the test rows the model predicts f
+    whose true label is f or g, the share that is f. At 0.5 that is the claim a change makes: f is
+    more likely right than the g it replaces (rows of other classes speak to neither). A pair the
+    model never predicts as f fails. The diagonal (no change) is always allowed.
+    """
+    if min_precision <= 0 or confusion is None:
         return None
-    out = np.repeat(~np.asarray(class_ok, bool)[None, :], len(class_ok), axis=0)
+    c = np.asarray(confusion, dtype=np.float64)
+    k = len(c)
+    if scope == "class":
+        ok = np.repeat(precise_classes(confusion=c, min_precision=min_precision)[None, :], k, axis=0)
+    elif scope == "move":
+        right = np.diag(c)[None, :]  # C[f, f] per column f
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = right / (right + c)  # [g, f]: C[f, f] / (C[f, f] + C[g, f])
+        ok = np.nan_to_num(share, nan=0.0) >= min_precision
+    else:
+        raise ValueError(f"unknown precision scope {scope!r}: class or move")
+    np.fill_diagonal(ok, True)
+    return ok
+
+
+def imprecise_moves(move_ok: np.ndarray | None) -> np.ndarray | None:
+    """(C, C) bool: the moves (given -> new label, off the diagonal) ``move_ok`` (C, C) rejects;
+    None when there is none. The rounds hold these back as reviews' refuted moves are
+    (``stages.annotate.hold_refuted_moves``): the row trains as R on its given label."""
+    if move_ok is None:
+        return None
+    out = ~np.asarray(move_ok, bool)
     np.fill_diagonal(out, False)
-    return out
+    return out if out.any() else None
 
 
-def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None) -> ChangeGate:
+def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None,
+              scope: str = "class") -> ChangeGate:
     """The change gate of a round table from the run's settings and the manifest entry of the fit
     whose model scored it (``test_confusion`` when that fit measured the test data). A test
     precision asked for without a matrix is an error: the gate would silently let every change by."""
@@ -77,7 +106,7 @@ def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | N
         raise ValueError("change_min_test_precision needs the test data's confusion matrix of the fit that scored "
                          "the table (test_data, and a fit made by this version)")
     return ChangeGate(min_prob=min_prob,
-                      class_ok=precise_classes(confusion=confusion, min_precision=min_test_precision))
+                      move_ok=precise_moves(confusion=confusion, min_precision=min_test_precision, scope=scope))
 
 
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,

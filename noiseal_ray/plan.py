@@ -25,7 +25,8 @@ def _changes_line(*, config: RunConfig) -> str:
     """Which label changes the run may make (the change gate)."""
     q, t = config.change_min_test_precision, config.change_min_prob
     rules = ([f"the final strong model gives the new label p >= {t:g}"] if t > 0 else []) + (
-        [f"the new label's class has precision >= {q:g} on the test data"] if q > 0 else [])
+        [f"the new label's class has precision >= {q:g} on the test data"
+         + (" against the given label" if config.change_precision_scope == "move" else "")] if q > 0 else [])
     return "changes:     " + (f"a label changes only where {' and '.join(rules)}; the others stay, marked held"
                               if rules else "every change the method suggests")
 

@@ -40,6 +40,7 @@ def run(
     hard_policy: Annotated[Optional[str], typer.Option("--hard-policy", help="Final label of H: strong | given.")] = None,
     change_min_prob: Annotated[Optional[float], typer.Option("--change-min-prob", min=0.0, max=0.999, help="Change a label only where the final strong model predicts the new one with at least this probability; elsewhere it stays, marked held for review [default: 0, every suggested change].")] = None,
     change_min_test_precision: Annotated[Optional[float], typer.Option("--change-min-test-precision", min=0.0, max=1.0, help="Change a label only to a class the final strong model predicts on the clean --test-data with at least this precision (0.5: a change is then more likely right than the label it replaces) [default: 0, off].")] = None,
+    change_precision_scope: Annotated[Optional[str], typer.Option("--change-precision-scope", help="The test precision of a change g -> f is over every test row predicted f (class) or those of true label f or g (move: is f more likely right than g) [default: class].")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="R/P/H split rule, a name of noiseal_ray.split.RULES [default: class-mean].")] = None,
     loss_norm: Annotated[Optional[str], typer.Option("--loss-norm", help="Per-subset losses: subset (means) | rows (sums over the batch) [default: subset].")] = None,
     storage_path: Annotated[Optional[str], typer.Option("--storage-path", help="Ray Train storage (URI on multi-node).")] = None,
@@ -72,6 +73,7 @@ def run(
                      max_length=max_length, batch_size=batch_size, hard_policy=hard_policy, split=split,
                      loss_norm=loss_norm, change_min_prob=change_min_prob,
                      change_min_test_precision=change_min_test_precision,
+                     change_precision_scope=change_precision_scope,
                      storage_path=storage_path, train_placement=train_placement,
                      report=False if no_report else None)
     cfg = apply_sample_defaults(make_config(file=config_file, overrides=overrides))

@@ -98,7 +98,10 @@ def _changes(*, config: dict, final: dict) -> str:
         return "every change the method suggests"
     held = (final.get("held") or {}).get("rows", 0)
     rules = ([f"the final strong model predicts the new label with p >= {t:g}"] if t > 0 else []) + (
-        [f"it predicts the new label's class on the clean test data with precision >= {q:g}"] if q > 0 else [])
+        [(f"it predicts the new label's class on the clean test data with precision >= {q:g}"
+          if config.get("change_precision_scope", "class") == "class" else
+          f"on the clean test data the new label is, where it predicts it, right at least {q:g} as often as the "
+          "given one (precision against the given label)")] if q > 0 else [])
     return (f"only where {' and '.join(rules)}; {count(held)} suggested change(s) held back "
             "(given label kept; export --subset held)")
 

@@ -179,7 +179,7 @@ def held_moves(*, run: RunContext, gate: ChangeGate, num_classes: int) -> np.nda
     the reviews refute, and those into a class the round's change ``gate`` (``round_gate``) rejects
     for its test precision (``change_min_test_precision``); None when none."""
     reviewed = refuted_matrix(moves=run.manifest.data.get("move_reviews"), num_classes=num_classes)
-    imprecise = imprecise_moves(gate.class_ok)
+    imprecise = imprecise_moves(gate.move_ok)
     if reviewed is None or imprecise is None:
         return imprecise if reviewed is None else reviewed
     return reviewed | imprecise
@@ -190,7 +190,7 @@ def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
     c = run.config
     try:
         return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
-                         fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)))
+                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)))
     except ValueError:
         # No matrix for the model that scored this round: a warm-up that was never fit (warmup_epochs 0)
         # or one fit by a version that did not record it. Round 1 goes ungated by test precision; the

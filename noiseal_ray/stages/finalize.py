@@ -81,7 +81,7 @@ def final_gate(*, run: RunContext) -> ChangeGate:
     c = run.config
     try:
         return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
-                         fit_entry=run.manifest.round_entry(train_key(round_no=c.rounds)))
+                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=c.rounds)))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -167,19 +167,21 @@ def test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it(tiny_run, 
     assert (a["partition"] == b["partition"]).all() and (a["final_label"] == b["final_label"]).all()
 
 
-def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_run, tiny_encoder, tmp_path):
+@pytest.mark.parametrize("scope", ["class", "move"])
+def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_run, tiny_encoder, tmp_path, scope):
     """--change-min-prob and --change-min-test-precision: every fit (the adopted warm-up too) records
-    its confusion on the clean test data; no round trains a row outside R on a move into a class its
-    model predicts there with precision < 0.5; of the final changes, only those the final strong model
-    predicts at p >= the threshold, into a precise class, stand; the others keep the given label and
-    are marked held (and counted in metrics)."""
-    from noiseal_ray.finalize import ChangeGate, final_labels, precise_classes
+    its confusion on the clean test data; no round trains a row outside R on a move its model's test
+    precision (over the new label's class, or against the given label: ``scope``) puts below 0.5; of
+    the final changes, only those the final strong model predicts at p >= the threshold, on a precise
+    move, stand; the others keep the given label and are marked held (and counted in metrics)."""
+    from noiseal_ray.finalize import ChangeGate, final_labels, precise_moves
 
     out, _ = tiny_run
     a = read_labels(out)
     t = float(a[a["changed"] & (a["pred_label"] == a["final_label"])]["pred_prob"].median())
     cfg = make_config(overrides=tiny_overrides(tiny_encoder, warmup_from=str(out / "rounds" / "r0" / "model"),
-                                               change_min_prob=t, change_min_test_precision=0.5))
+                                               change_min_prob=t, change_min_test_precision=0.5,
+                                               change_precision_scope=scope))
     run = tmp_path / "gated"
     metrics = run_pipeline(config=cfg, out=str(run), progress=Progress(enabled=False))
     manifest = json.loads((run / "manifest.json").read_text())
@@ -188,13 +190,14 @@ def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_
     assert np.trace(fits[1]) / 200 == pytest.approx(manifest["rounds"]["train1"]["test_accuracy"])
     for r in (1, 2):  # round r's table was scored (and its moves gated) by fit r - 1's model
         tab = pq.read_table(run / "rounds" / f"r{r}" / "table").to_pandas()
-        ok = precise_classes(confusion=fits[r - 1], min_precision=0.5)
-        suggested = final_labels(part=tab["part"].to_numpy(np.int64), given=tab["label"].to_numpy(np.int64),
+        ok = precise_moves(confusion=fits[r - 1], min_precision=0.5, scope=scope)
+        given = tab["label"].to_numpy(np.int64)
+        suggested = final_labels(part=tab["part"].to_numpy(np.int64), given=given,
                                  llm=tab["llm_label"].to_numpy(np.int64), pred=tab["pred"].to_numpy(np.int64),
                                  hard_policy="strong")
-        moved = suggested != tab["label"].to_numpy()
-        assert not (moved & ~ok[suggested]).any(), f"round {r} trains rows on moves into imprecise classes"
-    held = ChangeGate(min_prob=t, class_ok=ok).held(suggested=suggested, given=tab["label"].to_numpy(),
+        moved = suggested != given
+        assert not (moved & ~ok[given, suggested]).any(), f"round {r} trains rows on imprecise moves"
+    held = ChangeGate(min_prob=t, move_ok=ok).held(suggested=suggested, given=tab["label"].to_numpy(),
                                                     pred=tab["pred"].to_numpy(), pred_prob=tab["pred_prob"].to_numpy())
     b = read_labels(run).set_index("id").loc[tab["id"]]
     assert len(b) == N_ROWS and (b["held"].to_numpy() == held).all()

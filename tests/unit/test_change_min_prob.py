@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from noiseal_ray.finalize import (ChangeGate, batch_stats, final_labels, gate_from, imprecise_moves, precise_classes,
-                                  summarise)
+                                  precise_moves, summarise)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import make_run  # noqa: E402  (the synthetic run directory builder)
@@ -50,10 +50,11 @@ def test_a_change_stands_only_where_the_strong_model_is_sure_of_it():
     held = sure.held(suggested=every, given=given, pred=pred, pred_prob=prob)
     np.testing.assert_array_equal(held, [False, True, True, False, True, False, False])
     # class 2 is not precise enough on test data: the H change to 2 (row 3) is held too, the P one to 1 stands
-    both = ChangeGate(min_prob=0.9, class_ok=np.array([True, True, False]))
+    to_2 = np.array([[True, True, False]] * 3)  # move_ok[g, f]: no move into class 2
+    both = ChangeGate(min_prob=0.9, move_ok=to_2)
     np.testing.assert_array_equal(both.held(suggested=every, given=given, pred=pred, pred_prob=prob),
                                   [False, True, True, True, True, False, False])
-    only_class = ChangeGate(class_ok=np.array([True, True, False]))
+    only_class = ChangeGate(move_ok=to_2)
     np.testing.assert_array_equal(only_class.held(suggested=every, given=given, pred=pred, pred_prob=None),
                                   [False, False, False, True, True, False, False])
     # a reviewed row keeps its label whatever the gate says
@@ -71,14 +72,37 @@ def test_test_precision_accepts_the_classes_the_model_predicts_precisely():
     np.testing.assert_array_equal(precise_classes(confusion=confusion, min_precision=0.4), [True, True, False])
     assert precise_classes(confusion=confusion, min_precision=0.0) is None
     g = gate_from(min_prob=0.9, min_test_precision=0.5, fit_entry={"test_confusion": confusion.tolist()})
-    assert g.min_prob == 0.9 and g.class_ok.tolist() == [True, False, False]
+    assert g.min_prob == 0.9 and g.move_ok.tolist() == [[True, False, False], [True, True, False], [True, False, True]]
     assert not gate_from(min_prob=0.0, min_test_precision=0.0, fit_entry=None).active
     with pytest.raises(ValueError, match="confusion"):
         gate_from(min_prob=0.0, min_test_precision=0.5, fit_entry={"test_accuracy": 0.9})
     # the rounds hold back every move into a rejected class, from any other class
-    np.testing.assert_array_equal(imprecise_moves(np.array([True, False, False])),
+    np.testing.assert_array_equal(imprecise_moves(g.move_ok),
                                   [[False, True, True], [False, False, True], [False, True, False]])
-    assert imprecise_moves(np.array([True, True])) is None and imprecise_moves(None) is None
+    assert imprecise_moves(np.ones((2, 2), bool)) is None and imprecise_moves(None) is None
+
+
+def test_move_scope_judges_a_change_against_the_label_it_replaces():
+    """The class rule closes a class whose predictions are mostly of a third class; the move rule asks
+    only whether the new label beats the given one among the rows the model predicts as the new one."""
+    # rows true, columns predicted. Column 1 (predicted 1): 40 true 1, 5 true 0, 55 true 2:
+    # precision 0.40, so the class rule shuts every move into 1; but against 0 it is 40 / 45.
+    confusion = np.array([[50, 5, 0], [0, 40, 10], [0, 55, 45]])
+    cls = precise_moves(confusion=confusion, min_precision=0.5, scope="class")
+    move = precise_moves(confusion=confusion, min_precision=0.5, scope="move")
+    assert not cls[0, 1] and not cls[2, 1]
+    assert move[0, 1]  # 0 -> 1: 40 of the 45 rows predicted 1 that are 0 or 1 are 1
+    assert not move[2, 1]  # 2 -> 1: 40 against 55, the given label 2 is more likely
+    assert move[1, 2] and move[0, 2]  # column 2: 45 right, 10 true 1, 0 true 0
+    assert move[1, 0] and move[2, 0]  # column 0: 50 right and no other
+    assert move.diagonal().all() and cls.diagonal().all()
+    # a move into a class never predicted on the test data has no evidence for it
+    never = np.array([[5, 0], [3, 0]])
+    assert not precise_moves(confusion=never, min_precision=0.5, scope="move")[0, 1]
+    with pytest.raises(ValueError, match="scope"):
+        precise_moves(confusion=confusion, min_precision=0.5, scope="pair")
+    g = gate_from(min_prob=0.0, min_test_precision=0.5, fit_entry={"test_confusion": confusion.tolist()}, scope="move")
+    np.testing.assert_array_equal(imprecise_moves(g.move_ok), ~move & ~np.eye(3, dtype=bool))
 
 
 def _batch(n: int = 600, c: int = 4, seed: int = 5) -> dict:
