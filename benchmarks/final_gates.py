@@ -37,6 +37,8 @@ GATES = {
 TEST_GATES = {
     "test precision": "a change to class f only where the final model's precision for f on the clean test data is >= 0.5",
     "sure + test precision": "both `final sure` and `test precision`",
+    "test precision (move)": "a change g -> f only where, of the clean test rows the final model predicts f whose true "
+                             "label is f or g, at least half are f (`--change-precision-scope move`)",
 }
 
 
@@ -71,21 +73,26 @@ def evidence(run: Path) -> dict[str, np.ndarray]:
 
 def test_precision(run: Path, *, classes: int) -> np.ndarray:
     """(C,) the run's final strong model's precision per predicted class on the run's clean test data
-    (NaN where it predicts a class for no test row): from the last fit's ``test_confusion`` in the
-    manifest where the run recorded one, else by scoring the test data with ``run/model`` (which
-    needs an initialised Ray and the model's weights)."""
+    (NaN where it predicts a class for no test row), from ``test_confusion``."""
+    from noiseal_ray.metrics import class_precision
+
+    return class_precision(test_confusion(run))
+
+
+def test_confusion(run: Path) -> np.ndarray:
+    """(C, C) the run's final strong model on the run's clean test data (rows true, columns
+    predicted): the last fit's ``test_confusion`` in the manifest where the run recorded one, else by
+    scoring the test data with ``run/model`` (which needs an initialised Ray and the model's weights)."""
     import json
 
     from noiseal_ray.config import load_saved_config
-    from noiseal_ray.metrics import class_precision
     from noiseal_ray.rundir import train_key
 
     cfg = load_saved_config(run / "config.yaml")
     if not cfg.test_data:
         raise ValueError(f"{run}: the run has no test data (--test needs it)")
     fit = json.loads((run / "manifest.json").read_text())["rounds"].get(train_key(round_no=cfg.rounds), {})
-    confusion = np.array(fit["test_confusion"]) if "test_confusion" in fit else _score_test(run, cfg=cfg)
-    return class_precision(confusion)
+    return np.array(fit["test_confusion"]) if "test_confusion" in fit else _score_test(run, cfg=cfg)
 
 
 def _score_test(run: Path, *, cfg) -> np.ndarray:
@@ -106,6 +113,11 @@ def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         unsure = ~(np.nan_to_num(e["test_precision"], nan=0.0)[new] >= 0.5)
         out["test precision"] = changed & unsure
         out["sure + test precision"] = out["final sure"] | (changed & unsure)
+    if "test_confusion" in e:
+        from noiseal_ray.finalize import precise_moves
+
+        ok = precise_moves(confusion=e["test_confusion"], min_precision=0.5, scope="move")
+        out["test precision (move)"] = changed & ~ok[e["given"], new]
     return out
 
 
@@ -143,6 +155,7 @@ def render(runs: list[Path], *, command: str, test: bool = False) -> str:
     for run in runs:
         e = evidence(run)
         if test:
+            e["test_confusion"] = test_confusion(run)
             e["test_precision"] = test_precision(run, classes=int(e["classes"]))
         cells = [score(e, undo) for undo in vetoes(e).values()]
         lines.append(f"| {run.parent.name}/{run.name} | {cells[0]['given']:.1f} | " + " | ".join(

@@ -686,6 +686,12 @@ def test_final_gates_undo_only_the_changes_their_evidence_does_not_back(tmp_path
     assert v["sure + test precision"].tolist() == [False, True, True, False]
     e["test_precision"] = np.array([np.nan, 0.6])
     assert vetoes(e)["test precision"].tolist() == [False] * 4
+    # Against the given label x alone: of the test rows predicted y, 6 are y and 4 are x, so x -> y stands;
+    # with 3 y against 4 x it does not (b and c are undone, the reviewed d never is).
+    e["test_confusion"] = np.array([[10, 4], [0, 6]])
+    assert vetoes(e)["test precision (move)"].tolist() == [False] * 4
+    e["test_confusion"] = np.array([[10, 4], [0, 3]])
+    assert vetoes(e)["test precision (move)"].tolist() == [False, True, True, False]
 
 
 def test_final_gates_read_the_test_precision_a_run_recorded(tmp_path):
