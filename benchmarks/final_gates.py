@@ -143,6 +143,8 @@ def score(e: dict[str, np.ndarray], undo: np.ndarray) -> dict[str, float]:
 
 def render(runs: list[Path], *, command: str, test: bool = False) -> str:
     """The Markdown table: one row per run, per gate final right (fixed / broken)."""
+    from noiseal_ray.metrics import class_precision
+
     lines = ["# Final-label gates, offline (issue 15, item 6)", "", f"`{command}`", "",
              "Per run: the share of final labels right after each gate undoes some of the run's changes, "
              "then (fixed / broken): wrong given labels made right, right ones made wrong, in percent. "
@@ -155,8 +157,9 @@ def render(runs: list[Path], *, command: str, test: bool = False) -> str:
     for run in runs:
         e = evidence(run)
         if test:
+            # One read (or one scoring pass, for a run that recorded no matrix) serves both scopes.
             e["test_confusion"] = test_confusion(run)
-            e["test_precision"] = test_precision(run, classes=int(e["classes"]))
+            e["test_precision"] = class_precision(e["test_confusion"])
         cells = [score(e, undo) for undo in vetoes(e).values()]
         lines.append(f"| {run.parent.name}/{run.name} | {cells[0]['given']:.1f} | " + " | ".join(
             f"{c['right']:.1f} ({c['fixed']:.0f} / {c['broken']:.1f})" for c in cells) + " |")

@@ -96,6 +96,14 @@ def imprecise_moves(move_ok: np.ndarray | None) -> np.ndarray | None:
     return out if out.any() else None
 
 
+def gate_rules(*, min_prob: float, min_test_precision: float, scope: str = "class") -> list[str]:
+    """The conditions a change must meet under these gate settings, in words (the plan and the
+    report say them alike); [] when every suggested change stands."""
+    return ([f"the final strong model gives the new label p >= {min_prob:g}"] if min_prob > 0 else []) + (
+        [f"the new label's class has precision >= {min_test_precision:g} on the test data"
+         + (" against the given label" if scope == "move" else "")] if min_test_precision > 0 else [])
+
+
 def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None,
               scope: str = "class") -> ChangeGate:
     """The change gate of a round table from the run's settings and the manifest entry of the fit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from noiseal_ray.config import RunConfig
+from noiseal_ray.finalize import gate_rules
 from noiseal_ray.ray_session import local_num_cpus
 from noiseal_ray.stages.ingest import ingest
 from noiseal_ray.train import steps_per_epoch
@@ -23,10 +24,8 @@ def _reviewed_line(*, config: RunConfig, facts: dict) -> str:
 
 def _changes_line(*, config: RunConfig) -> str:
     """Which label changes the run may make (the change gate)."""
-    q, t = config.change_min_test_precision, config.change_min_prob
-    rules = ([f"the final strong model gives the new label p >= {t:g}"] if t > 0 else []) + (
-        [f"the new label's class has precision >= {q:g} on the test data"
-         + (" against the given label" if config.change_precision_scope == "move" else "")] if q > 0 else [])
+    rules = gate_rules(min_prob=config.change_min_prob, min_test_precision=config.change_min_test_precision,
+                       scope=config.change_precision_scope)
     return "changes:     " + (f"a label changes only where {' and '.join(rules)}; the others stay, marked held"
                               if rules else "every change the method suggests")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from noiseal_ray.finalize import gate_rules
 from noiseal_ray.report.data import RunData
 from noiseal_ray.report.fmt import count, duration, pct, text
 from noiseal_ray.split.table import CLASS_MEAN, SPECS
@@ -92,16 +93,12 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
 
 def _changes(*, config: dict, final: dict) -> str:
     """Which suggested changes the final labels keep (the change gate), and how many it held back."""
-    t = float(config.get("change_min_prob") or 0.0)
-    q = float(config.get("change_min_test_precision") or 0.0)
-    if t <= 0 and q <= 0:
+    rules = gate_rules(min_prob=float(config.get("change_min_prob") or 0.0),
+                       min_test_precision=float(config.get("change_min_test_precision") or 0.0),
+                       scope=config.get("change_precision_scope", "class"))
+    if not rules:
         return "every change the method suggests"
     held = (final.get("held") or {}).get("rows", 0)
-    rules = ([f"the final strong model predicts the new label with p >= {t:g}"] if t > 0 else []) + (
-        [(f"it predicts the new label's class on the clean test data with precision >= {q:g}"
-          if config.get("change_precision_scope", "class") == "class" else
-          f"on the clean test data the new label is, where it predicts it, right at least {q:g} as often as the "
-          "given one (precision against the given label)")] if q > 0 else [])
     return (f"only where {' and '.join(rules)}; {count(held)} suggested change(s) held back "
             "(given label kept; export --subset held)")
 

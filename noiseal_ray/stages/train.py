@@ -70,7 +70,7 @@ def _fit_summary(round_no: int, m: dict) -> dict:
     entry = {"round": round_no, "train": {k: v for k, v in m.items() if k.startswith("loss") or k in ("steps", "epoch")}}
     if "test_accuracy" in m:
         entry["test_accuracy"] = m["test_accuracy"]
-    if "test_confusion" in m:  # the change gate's evidence (finalize.precise_classes)
+    if "test_confusion" in m:  # the change gate's evidence (finalize.precise_moves)
         entry["test_confusion"] = m["test_confusion"]
     return entry
 
