@@ -39,6 +39,10 @@ TEST_GATES = {
     "sure + test precision": "both `final sure` and `test precision`",
     "test precision (move)": "a change g -> f only where, of the clean test rows the final model predicts f whose true "
                              "label is f or g, at least half are f (`--change-precision-scope move`)",
+    "test precision (transition)": "a change g -> f only where a row labelled g that the final model predicts f is "
+                                   "more likely f than g, weighing how often rows labelled g are f (estimated from "
+                                   "the model's predictions on the corpus and its test confusion; "
+                                   "`--change-precision-scope transition`)",
 }
 
 
@@ -118,7 +122,19 @@ def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
         ok = precise_moves(confusion=e["test_confusion"], min_precision=0.5, scope="move")
         out["test precision (move)"] = changed & ~ok[e["given"], new]
+        out["test precision (transition)"] = changed & ~_transition_ok(e)[e["given"], new]
     return out
+
+
+def _transition_ok(e: dict[str, np.ndarray]) -> np.ndarray:
+    """(C, C) bool, ``finalize.transition_moves`` from the test confusion and the final model's
+    predictions on the corpus against the given labels (the rows with a trusted label left out)."""
+    from noiseal_ray.finalize import transition_moves
+
+    k, keep = e["classes"], ~e["trusted"]
+    given_pred = np.zeros((k, k))
+    np.add.at(given_pred, (e["given"][keep], e["preds"][-1][keep]), 1)
+    return transition_moves(confusion=e["test_confusion"], given_pred=given_pred, min_precision=0.5)
 
 
 def _own_vetoes(e: dict[str, np.ndarray], *, changed: np.ndarray, new: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.grid import NOISEAL_OPTIONS, Cell
+from benchmarks.grid import NOISEAL_OPTIONS, RECONSTRUCTED, Cell
 from noiseal_ray.pipeline import Progress
 
 
@@ -326,5 +326,6 @@ def run_method(*, cell: Cell, meta: dict, work: Path) -> dict:
     if cell.method == "cleanlab":
         return run_cleanlab(cell=cell, meta=meta, work=work)
     if cell.method in NOISEAL_OPTIONS:
-        return run_noiseal(cell=cell, meta=meta, work=work, options=NOISEAL_OPTIONS[cell.method])
+        options = {**RECONSTRUCTED, **NOISEAL_OPTIONS[cell.method]}
+        return run_noiseal(cell=cell, meta=meta, work=work, options=options)
     raise ValueError(f"unknown method {cell.method!r}")

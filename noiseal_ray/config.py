@@ -17,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from noiseal_ray.errors import ConfigError
 
+# The default split rule, a split.RULES name (not imported here: config stays import-light).
+DEFAULT_SPLIT = "gmm|class-mean-strong/weak-mean"
+# The change gate's test precision where the run has clean test data and the user set none: a
+# change is then to a class the model is right about more often than not.
+DEFAULT_TEST_PRECISION = 0.5
+
+
 class RunConfig(BaseModel):
     # strict: YAML's "2" is not the number 2; validate_assignment: a field set after construction
     # (sample defaults, benchmarks) is checked as well.
@@ -71,12 +78,14 @@ class RunConfig(BaseModel):
     ema_beta: float = Field(0.9, ge=0.0, lt=1.0)
     per_class_threshold: bool = True
     # How rows split into R/P/H: a noiseal_ray.split.RULES name. "class-mean" is the reconstructed
-    # rule (each model accepts a row at its class's EMA mean of p; R both accept, P both reject).
-    split: str = "class-mean"  # split.table.CLASS_MEAN (not imported here: config stays import-light)
+    # rule (each model accepts a row at its class's EMA mean of p; R both accept, P both reject). The
+    # default (a per-class mixture on the strong model's loss, the weak model deciding P vs H) led
+    # it on every dataset of the paired grids (benchmarks/RESULTS-paired*.md).
+    split: str = DEFAULT_SPLIT
     # How the per-subset losses are averaged: "subset" (each subset's mean, the method's form: a P
     # or H row then weighs |R|/|P| or |R|/|H| times an R row) or "rows" (each subset's sum over the
     # batch size: every row weighs the same, whatever its subset).
-    loss_norm: Literal["subset", "rows"] = "subset"
+    loss_norm: Literal["subset", "rows"] = "rows"
     # What H rows train on: "embmix" (the method's EmbMix on the model's sharpened predictions) or
     # "given" (cross-entropy on the given label, as R: where the run cannot tell, the label stays).
     hard_loss: Literal["embmix", "given"] = "embmix"
@@ -92,12 +101,14 @@ class RunConfig(BaseModel):
     # ... and only to a class the strong model predicts on the clean test data (test_data) with at
     # least this precision: at 0.5 a change to it is more likely right than the label it replaces.
     # It holds in the rounds too: a row whose new label would be such a change trains as R on its
-    # given label (as a move the reviews refute). 0: no such condition. Needs test_data.
-    change_min_test_precision: float = Field(0.0, ge=0.0, le=1.0)
+    # given label (as a move the reviews refute). 0: no such condition. Needs test_data. None (the
+    # default): 0.5 where there is test data, else 0 (``min_test_precision``).
+    change_min_test_precision: float | None = Field(None, ge=0.0, le=1.0)
     # Which test rows that precision is over, for a change g -> f: "class", every test row the model
     # predicts f; "move", those of them whose true label is f or g (is f more likely right than the g
-    # it replaces; finalize.precise_moves).
-    change_precision_scope: Literal["class", "move"] = "class"
+    # it replaces; finalize.precise_moves); "transition", the same for a row labelled g, weighing how
+    # often rows labelled g are f (estimated from the model's predictions on the corpus).
+    change_precision_scope: Literal["class", "move", "transition"] = "class"
     # --- annotator ----------------------------------------------------------------------
     annotator: Literal["none", "knn", "llm"] = "knn"
     # Re-cast the kNN vote of every P row each round from the current embeddings and R (a free
@@ -163,12 +174,16 @@ class RunConfig(BaseModel):
             raise ValueError(f"llm_min_replicas ({self.llm_min_replicas}) exceeds llm_max_replicas "
                              f"({self.llm_max_replicas})")
         # No data: the shipped sample, whose clean test data pipeline.apply_sample_defaults fills in.
-        if self.change_min_test_precision > 0 and not self.test_data and self.data is not None:
+        if (self.change_min_test_precision or 0) > 0 and not self.test_data and self.data is not None:
             raise ValueError("change_min_test_precision measures the model on the clean test data: it needs test_data")
         shown = list(self.label_descriptions.values())
         if len(set(shown)) != len(shown):
             raise ValueError("label_descriptions must give every label a different description")
         return self
+
+    def min_test_precision(self) -> float:
+        """The change gate's test precision in effect (``effective_test_precision``)."""
+        return effective_test_precision(value=self.change_min_test_precision, test_data=self.test_data)
 
     def test_label_column(self) -> str:
         """The test data's label column: ``test_label_col``, else the corpus' clean label column, else its label column."""
@@ -188,6 +203,14 @@ class RunConfig(BaseModel):
         d = self.model_dump()
         d["loss_weights"] = list(self.loss_weights)
         return d
+
+
+def effective_test_precision(*, value: float | None, test_data: str | None) -> float:
+    """``change_min_test_precision`` in effect: ``value`` as given, or where it is None (the default),
+    ``DEFAULT_TEST_PRECISION`` when the run has clean ``test_data`` to measure it on, else 0 (no gate)."""
+    if value is not None:
+        return float(value)
+    return DEFAULT_TEST_PRECISION if test_data else 0.0
 
 
 def describe_error(exc: ValidationError, *, file_keys: Mapping[str, str] | None = None) -> str:

@@ -57,7 +57,8 @@ def precise_classes(*, confusion: np.ndarray | None, min_precision: float) -> np
     return np.nan_to_num(class_precision(confusion), nan=0.0) >= min_precision
 
 
-def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: str = "class") -> np.ndarray | None:
+def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: str = "class",
+                  given_pred: np.ndarray | None = None) -> np.ndarray | None:
     """(C, C) bool ``ok[g, f]``: a label g may change to f, judged on a (C, C) test confusion matrix
     (rows true, columns predicted). None when ``min_precision`` is 0 or there is no matrix.
 
@@ -66,7 +67,9 @@ def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: 
     C[f, f] / (C[f, f] + C[g, f]) >= ``min_precision``: among the test rows the model predicts f
     whose true label is f or g, the share that is f. At 0.5 that is the claim a change makes: f is
     more likely right than the g it replaces (rows of other classes speak to neither). A pair the
-    model never predicts as f fails. The diagonal (no change) is always allowed.
+    model never predicts as f fails. "transition": the same question for a row labelled g, weighing
+    how often rows labelled g are f (``transition_moves``; needs ``given_pred``, (C, C) the model's
+    predictions on the corpus against the given labels). The diagonal (no change) is always allowed.
     """
     if min_precision <= 0 or confusion is None:
         return None
@@ -79,8 +82,59 @@ def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: 
         with np.errstate(invalid="ignore", divide="ignore"):
             share = right / (right + c)  # [g, f]: C[f, f] / (C[f, f] + C[g, f])
         ok = np.nan_to_num(share, nan=0.0) >= min_precision
+    elif scope == "transition":
+        if given_pred is None:
+            raise ValueError("the transition scope needs the model's predictions on the corpus (given_pred)")
+        ok = transition_moves(confusion=c, given_pred=given_pred, min_precision=min_precision)
     else:
-        raise ValueError(f"unknown precision scope {scope!r}: class or move")
+        raise ValueError(f"unknown precision scope {scope!r}: class, move or transition")
+    np.fill_diagonal(ok, True)
+    return ok
+
+
+def label_posteriors(*, confusion: np.ndarray, given_pred: np.ndarray, iters: int = 200) -> np.ndarray:
+    """(C, C) ``w[g, t]``: the estimated share of the rows labelled g whose true label is t.
+
+    ``confusion`` (C, C): the model on clean test rows (rows true, columns predicted), read as
+    P(pred | true) (add-one/C smoothed, so a class with few test rows is not certain of anything).
+    ``given_pred`` (C, C): the same model on the corpus (rows given label, columns predicted). The
+    rows labelled g are a mixture of the true classes, each predicted as the test rows of that class
+    are; EM fits the mixture's weights to their prediction counts (the prior shift estimate of
+    Saerens et al. 2002, per given class). A model that memorised its training labels predicts them
+    more often than the test rows say, so the estimate leans to "the label is right": that errs
+    towards keeping labels. A class with no rows gets w[g, g] = 1.
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    k = len(c)
+    m = (c + 1.0 / k) / (c.sum(1, keepdims=True) + 1.0)  # P(pred = p | true = t), rows t
+    q = np.asarray(given_pred, dtype=np.float64)
+    w = np.full((k, k), 1.0 / k)
+    for _ in range(iters):
+        mix = w @ m  # [g, p]: P(pred = p | given = g) under w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(mix > 0, q / mix, 0.0)
+        w = w * (ratio @ m.T)  # E and M step at once: expected true-class counts per given class
+        w /= np.maximum(w.sum(1, keepdims=True), 1e-300)
+    empty = q.sum(1) == 0
+    w[empty] = np.eye(k)[empty]
+    return w
+
+
+def transition_moves(*, confusion: np.ndarray, given_pred: np.ndarray, min_precision: float) -> np.ndarray:
+    """(C, C) bool ``ok[g, f]``: a row labelled g that the model predicts f is f with probability at
+    least ``min_precision`` against g, P(f) / (P(f) + P(g)), with P(t) = w[g, t] * P(pred = f | true = t)
+    (``label_posteriors``: how often a row labelled g is t, and how often the model says f of a t).
+    Unlike the "move" scope this weighs the noise itself: where g is never a wrong label for f (the
+    noise flips g to f and not back), a row labelled g stays g whatever the model predicts."""
+    c = np.asarray(confusion, dtype=np.float64)
+    k = len(c)
+    m = (c + 1.0 / k) / (c.sum(1, keepdims=True) + 1.0)
+    w = label_posteriors(confusion=c, given_pred=given_pred)
+    p_f = w * np.diag(m)[None, :]  # [g, f]: w[g, f] * P(pred f | true f)
+    p_g = np.diag(w)[:, None] * m  # [g, f]: w[g, g] * P(pred f | true g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = p_f / (p_f + p_g)
+    ok = np.nan_to_num(share, nan=0.0) >= min_precision
     np.fill_diagonal(ok, True)
     return ok
 
@@ -96,16 +150,30 @@ def imprecise_moves(move_ok: np.ndarray | None) -> np.ndarray | None:
     return out if out.any() else None
 
 
+SCOPE_WORDS = {"move": " against the given label",
+               "transition": " against the given label, weighing how often that label is wrong for it"}
+
+
+def given_pred_counts(batch: dict[str, np.ndarray], *, num_classes: int) -> dict[str, np.ndarray]:
+    """One row of partial sums (``score.reduce_sum``): ``given_pred`` (1, C * C), the batch's rows
+    counted by (label, pred), rows without a label left out."""
+    label, pred = np.asarray(batch["label"], np.int64), np.asarray(batch["pred"], np.int64)
+    keep = label >= 0
+    out = np.zeros((1, num_classes * num_classes), np.int64)
+    np.add.at(out[0], label[keep] * num_classes + pred[keep], 1)
+    return {"given_pred": out}
+
+
 def gate_rules(*, min_prob: float, min_test_precision: float, scope: str = "class") -> list[str]:
     """The conditions a change must meet under these gate settings, in words (the plan and the
     report say them alike); [] when every suggested change stands."""
     return ([f"the final strong model gives the new label p >= {min_prob:g}"] if min_prob > 0 else []) + (
         [f"the new label's class has precision >= {min_test_precision:g} on the test data"
-         + (" against the given label" if scope == "move" else "")] if min_test_precision > 0 else [])
+         + SCOPE_WORDS.get(scope, "")] if min_test_precision > 0 else [])
 
 
 def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | None,
-              scope: str = "class") -> ChangeGate:
+              scope: str = "class", given_pred: np.ndarray | None = None) -> ChangeGate:
     """The change gate of a round table from the run's settings and the manifest entry of the fit
     whose model scored it (``test_confusion`` when that fit measured the test data). A test
     precision asked for without a matrix is an error: the gate would silently let every change by."""
@@ -114,7 +182,8 @@ def gate_from(*, min_prob: float, min_test_precision: float, fit_entry: dict | N
         raise ValueError("change_min_test_precision needs the test data's confusion matrix of the fit that scored "
                          "the table (test_data, and a fit made by this version)")
     return ChangeGate(min_prob=min_prob,
-                      move_ok=precise_moves(confusion=confusion, min_precision=min_test_precision, scope=scope))
+                      move_ok=precise_moves(confusion=confusion, min_precision=min_test_precision, scope=scope,
+                                            given_pred=given_pred))
 
 
 def final_labels(*, part: np.ndarray, given: np.ndarray, llm: np.ndarray, pred: np.ndarray,

@@ -24,7 +24,7 @@ def _reviewed_line(*, config: RunConfig, facts: dict) -> str:
 
 def _changes_line(*, config: RunConfig) -> str:
     """Which label changes the run may make (the change gate)."""
-    rules = gate_rules(min_prob=config.change_min_prob, min_test_precision=config.change_min_test_precision,
+    rules = gate_rules(min_prob=config.change_min_prob, min_test_precision=config.min_test_precision(),
                        scope=config.change_precision_scope)
     return "changes:     " + (f"a label changes only where {' and '.join(rules)}; the others stay, marked held"
                               if rules else "every change the method suggests")

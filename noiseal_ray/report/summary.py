@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from noiseal_ray.config import effective_test_precision
 from noiseal_ray.finalize import gate_rules
 from noiseal_ray.report.data import RunData
 from noiseal_ray.report.fmt import count, duration, pct, text
@@ -94,7 +95,8 @@ def summary_rows(*, data: RunData) -> list[KeyValue]:
 def _changes(*, config: dict, final: dict) -> str:
     """Which suggested changes the final labels keep (the change gate), and how many it held back."""
     rules = gate_rules(min_prob=float(config.get("change_min_prob") or 0.0),
-                       min_test_precision=float(config.get("change_min_test_precision") or 0.0),
+                       min_test_precision=effective_test_precision(value=config.get("change_min_test_precision", 0.0),
+                                                                    test_data=config.get("test_data")),
                        scope=config.get("change_precision_scope", "class"))
     if not rules:
         return "every change the method suggests"

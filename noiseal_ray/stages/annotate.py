@@ -19,7 +19,8 @@ from noiseal_ray.annotate.factory import AnnotatorSpec, annotator_backend, make_
 from noiseal_ray.annotate.llm import check_endpoint, longest_annotate_s, normalize_base_url
 from noiseal_ray.annotate.replicas import ReplicaWatch, summarise_replicas
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import STAT_KEYS, ChangeGate, batch_stats, gate_from, imprecise_moves, summarise
+from noiseal_ray.finalize import (STAT_KEYS, ChangeGate, batch_stats, gate_from, given_pred_counts, imprecise_moves,
+                                  summarise)
 from noiseal_ray.partition import CODES
 from noiseal_ray.rundir import ANNOTATE, partition_key, round_stage, train_key
 from noiseal_ray.score import reduce_sum
@@ -185,12 +186,25 @@ def held_moves(*, run: RunContext, gate: ChangeGate, num_classes: int) -> np.nda
     return reviewed | imprecise
 
 
+def corpus_given_pred(*, run: RunContext, round_no: int) -> np.ndarray | None:
+    """(C, C) round ``round_no``'s scored rows counted by (given label, the model's prediction), which
+    the transition scope of the change gate weighs; None where the gate does not need them."""
+    c = run.config
+    if c.change_precision_scope != "transition" or c.min_test_precision() <= 0:
+        return None
+    k = len(run.manifest.label_names)
+    sums = reduce_sum(read_dir(path=run.round_dir(round_no) / "scored", columns=["label", "pred"]),
+                      given_pred_counts, num_classes=k)
+    return np.asarray(sums.get("given_pred", np.zeros(k * k)), np.float64).reshape(k, k)
+
+
 def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
     """The change gate of round ``round_no``'s table, scored by the model of fit ``round_no`` - 1."""
     c = run.config
     try:
-        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
-                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)))
+        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.min_test_precision(),
+                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)),
+                         given_pred=corpus_given_pred(run=run, round_no=round_no))
     except ValueError:
         # No matrix for the model that scored this round: a warm-up that was never fit (warmup_epochs 0)
         # or one fit by a version that did not record it. Round 1 goes ungated by test precision; the

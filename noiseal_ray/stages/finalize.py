@@ -77,11 +77,13 @@ def final_gate(*, run: RunContext) -> ChangeGate:
     """The change gate of labels.parquet: the last round table is scored by the last fit's model.
     ConfigError when a test precision is asked for and that fit measured no test data."""
     from noiseal_ray.errors import ConfigError
+    from noiseal_ray.stages.annotate import corpus_given_pred  # deferred: the annotate stage imports the annotators
 
     c = run.config
     try:
-        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.change_min_test_precision,
-                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=c.rounds)))
+        return gate_from(min_prob=c.change_min_prob, min_test_precision=c.min_test_precision(),
+                         scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=c.rounds)),
+                         given_pred=corpus_given_pred(run=run, round_no=run.last_round))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -134,7 +134,7 @@ def _adopted_entry(*, run: RunContext, model_dir: Path) -> dict:
     needs it (the fit that made the model measured it in another run), else nothing."""
     config = run.config
     entry: dict = {"round": 0, "adopted": str(config.warmup_from)}
-    if config.change_min_test_precision > 0 and config.test_data:
+    if config.min_test_precision() > 0 and config.test_data:
         from noiseal_ray.predict import test_confusion  # deferred: imports Ray Data
 
         with run.progress.stage("warm-up: measure the adopted model on the test data"):

@@ -34,9 +34,12 @@ def ray_cluster():
 
 
 def tiny_overrides(tiny_encoder: str, **kw) -> dict:
+    # change_min_test_precision 0: the tiny encoder is right on its test predictions of no class more
+    # often than not, so the default gate (0.5 with test data) would hold every change, and these
+    # tests follow the changes through the machinery. The gate's own test sets it.
     base = dict(data=SAMPLE, label_col="noisy_label", clean_label_col="label", id_col="id", test_data=SAMPLE_TEST,
                 strong_model=tiny_encoder, warmup_epochs=1, rounds=1, workers=2, annotator="knn",
-                max_length=32, weak_embed_dim=16, weak_hidden=16, report=False, seed=3)
+                max_length=32, weak_embed_dim=16, weak_hidden=16, report=False, seed=3, change_min_test_precision=0.0)
     base.update(kw)
     return base
 
@@ -167,11 +170,12 @@ def test_a_run_from_an_adopted_warmup_repeats_the_run_that_trained_it(tiny_run, 
     assert (a["partition"] == b["partition"]).all() and (a["final_label"] == b["final_label"]).all()
 
 
-@pytest.mark.parametrize("scope", ["class", "move"])
+@pytest.mark.parametrize("scope", ["class", "move", "transition"])
 def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_run, tiny_encoder, tmp_path, scope):
     """--change-min-prob and --change-min-test-precision: every fit (the adopted warm-up too) records
     its confusion on the clean test data; no round trains a row outside R on a move its model's test
-    precision (over the new label's class, or against the given label: ``scope``) puts below 0.5; of
+    precision (over the new label's class, against the given label, or that weighed by how often
+    the given label is wrong for the new one: ``scope``) puts below 0.5; of
     the final changes, only those the final strong model predicts at p >= the threshold, on a precise
     move, stand; the others keep the given label and are marked held (and counted in metrics)."""
     from noiseal_ray.finalize import ChangeGate, final_labels, precise_moves
@@ -190,8 +194,10 @@ def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_
     assert np.trace(fits[1]) / 200 == pytest.approx(manifest["rounds"]["train1"]["test_accuracy"])
     for r in (1, 2):  # round r's table was scored (and its moves gated) by fit r - 1's model
         tab = pq.read_table(run / "rounds" / f"r{r}" / "table").to_pandas()
-        ok = precise_moves(confusion=fits[r - 1], min_precision=0.5, scope=scope)
         given = tab["label"].to_numpy(np.int64)
+        given_pred = np.zeros((len(fits[0]),) * 2)  # the table's rows are the scored rows the gate counted
+        np.add.at(given_pred, (given, tab["pred"].to_numpy(np.int64)), 1)
+        ok = precise_moves(confusion=fits[r - 1], min_precision=0.5, scope=scope, given_pred=given_pred)
         suggested = final_labels(part=tab["part"].to_numpy(np.int64), given=given,
                                  llm=tab["llm_label"].to_numpy(np.int64), pred=tab["pred"].to_numpy(np.int64),
                                  hard_policy="strong")

@@ -105,6 +105,60 @@ def test_move_scope_judges_a_change_against_the_label_it_replaces():
     np.testing.assert_array_equal(imprecise_moves(g.move_ok), ~move & ~np.eye(3, dtype=bool))
 
 
+def _one_way_noise(*, n: int, test_n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Known noise that flips 40% of class 0 to class 1 and never back, and a model that learned the
+    flip (it predicts 1 for a third of the true 0s): the test confusion, the corpus' (given, pred)
+    counts and the true share w[g, t] of the rows labelled g that are t."""
+    rng = np.random.default_rng(seed)
+    flip = np.eye(4)
+    flip[0] = [0.6, 0.4, 0, 0]
+    says = np.array([[0.62, 0.33, 0.03, 0.02], [0.05, 0.9, 0.03, 0.02], [0.05, 0.05, 0.85, 0.05],
+                     [0.02, 0.03, 0.05, 0.9]])  # P(pred | true), rows true
+
+    def draw(rows: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        u = rng.random(len(rows))[:, None]
+        return (u > np.cumsum(probs[rows], axis=1)).sum(1).clip(0, 3)
+
+    true, test = rng.integers(0, 4, n), rng.integers(0, 4, test_n)
+    given, pred = draw(true, flip), draw(true, says)
+    confusion, given_pred, joint = np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))
+    np.add.at(confusion, (test, draw(test, says)), 1)
+    np.add.at(given_pred, (given, pred), 1)
+    np.add.at(joint, (given, true), 1)
+    return confusion, given_pred, joint / joint.sum(1, keepdims=True)
+
+
+def test_transition_scope_weighs_how_often_the_given_label_is_wrong():
+    """Under one-way noise (0 -> 1, never 1 -> 0) a row labelled 1 that the model predicts 0 is
+    likely a flipped 0 and may move; a row labelled 0 that it predicts 1 is a 0 the model confuses
+    (no 1 is ever labelled 0) and stays. The move scope, blind to the noise, lets that one through."""
+    from noiseal_ray.finalize import label_posteriors, transition_moves
+
+    confusion, given_pred, truth = _one_way_noise(n=6000, test_n=800, seed=3)
+    w = label_posteriors(confusion=confusion, given_pred=given_pred)
+    np.testing.assert_allclose(w.sum(1), 1.0)
+    assert abs(w[1, 0] - truth[1, 0]) < 0.05 and w[0, 1] < 0.05  # about 29% of the 1s are 0s; no 0 is a 1
+    ok = transition_moves(confusion=confusion, given_pred=given_pred, min_precision=0.5)
+    assert ok[1, 0] and not ok[0, 1]
+    assert not ok[2, 0] and not ok[3, 1]  # clean classes keep their labels
+    assert precise_moves(confusion=confusion, min_precision=0.5, scope="move")[0, 1]
+    np.testing.assert_array_equal(
+        precise_moves(confusion=confusion, min_precision=0.5, scope="transition", given_pred=given_pred), ok)
+    with pytest.raises(ValueError, match="given_pred"):
+        precise_moves(confusion=confusion, min_precision=0.5, scope="transition")
+    # a class no corpus row is labelled with keeps the label it does not have
+    empty = given_pred.copy()
+    empty[3] = 0
+    np.testing.assert_array_equal(label_posteriors(confusion=confusion, given_pred=empty)[3], [0, 0, 0, 1])
+
+
+def test_given_pred_counts_sum_a_table_by_label_and_prediction():
+    from noiseal_ray.finalize import given_pred_counts
+
+    out = given_pred_counts({"label": np.array([0, 1, 1, -1, 2]), "pred": np.array([1, 1, 1, 0, 0])}, num_classes=3)
+    np.testing.assert_array_equal(out["given_pred"].reshape(3, 3), [[0, 1, 0], [0, 2, 0], [1, 0, 0]])
+
+
 def _batch(n: int = 600, c: int = 4, seed: int = 5) -> dict:
     rng = np.random.default_rng(seed)
     clean = rng.integers(0, c, n)
@@ -208,3 +262,18 @@ def test_a_test_precision_gate_without_test_data_is_a_config_error():
 
     assert apply_sample_defaults(make_config(overrides={"change_min_test_precision": 0.5})).test_data
 
+
+
+def test_the_test_precision_gate_is_on_by_default_wherever_there_is_test_data():
+    """Unset, the gate is 0.5 with clean test data (the sample brings its own) and off without; a value
+    given, 0 included, is the value; a report of a run from before the gate existed says it had none."""
+    from noiseal_ray.config import effective_test_precision, make_config
+    from noiseal_ray.pipeline import apply_sample_defaults
+
+    assert make_config(overrides={"data": "corpus.csv"}).min_test_precision() == 0.0
+    assert make_config(overrides={"data": "corpus.csv", "test_data": "t.csv"}).min_test_precision() == 0.5
+    assert apply_sample_defaults(make_config(overrides={})).min_test_precision() == 0.5
+    off = make_config(overrides={"data": "corpus.csv", "test_data": "t.csv", "change_min_test_precision": 0.0})
+    assert off.min_test_precision() == 0.0
+    assert make_config(overrides={"change_min_test_precision": 0.7, "test_data": "t.csv"}).min_test_precision() == 0.7
+    assert effective_test_precision(value=None, test_data=None) == 0.0

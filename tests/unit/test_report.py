@@ -317,10 +317,11 @@ def test_report_has_key_numbers(full_run):
         assert by_class[name][2] == pct((g["partition"] == "R").sum() / len(g)), name
 
     assert "Most confident corrections" in rd.headings and "Most doubtful samples" in rd.headings
-    # thresholds are per class: the report says how they are shown
-    assert rd.kv["thresholds"].startswith("per-class EMA")
+    # thresholds are per class: the report says how they are shown (the default split rule's
+    # per-class mixture, with the class-mean EMA rule for the classes it cannot fit)
+    assert rd.kv["thresholds"].startswith("split rule gmm|class-mean-strong/weak-mean, refit every round")
+    assert "class-mean EMA fallback" in rd.kv["thresholds"]
     assert "Thresholds are per class" in rd.text
-    assert "per-class" in doc
 
 
 def test_report_images_are_embedded_pngs(full_run):
