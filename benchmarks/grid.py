@@ -306,8 +306,10 @@ def paired() -> Grid:
                 "labels (hard_loss given), with both and the kNN vote re-cast every round (knn_recast), and with the "
                 "change gate calibrated on the clean test data (change_min_test_precision 0.5) alone and with both "
                 "(noiseal-knn-tp, noiseal-knn-split-rows-tp), and the gate judging each move against the label it "
-                "replaces (change_precision_scope move, noiseal-knn-tpm); every NoiseAL variant adopts the same seed's "
-                "base warm-up "
+                "replaces (change_precision_scope move, noiseal-knn-tpm), with both and that gate and H trained on its "
+                "given labels (noiseal-knn-split-rows-tp-hgiven), and with both and the gate weighing the noise "
+                "(change_precision_scope transition, noiseal-knn-split-rows-tpt); every NoiseAL variant adopts the same "
+                "seed's base warm-up "
                 "(1 epoch) and trains "
                 "3 rounds (4 epochs for every method); max_length 32; 2 Ray Train workers; no speed part")
 
@@ -330,7 +332,9 @@ def paired_real() -> Grid:
                 f"candidate split ({CANDIDATE_SPLIT}) and row-weighted losses, and with the change gate calibrated "
                 "on the clean test data (change_min_test_precision 0.5) alone and with both (noiseal-knn-tp, "
                 "noiseal-knn-split-rows-tp), and that gate judging each move against the label it replaces "
-                "(change_precision_scope move, noiseal-knn-tpm); every NoiseAL variant adopts "
+                "(change_precision_scope move, noiseal-knn-tpm), with both and that gate and H trained on its given "
+                "labels (noiseal-knn-split-rows-tp-hgiven), and with both and the gate weighing the noise "
+                "(change_precision_scope transition, noiseal-knn-split-rows-tpt); every NoiseAL variant adopts "
                 "the same seed's base warm-up (1 epoch) and trains 3 rounds (4 epochs for every method); max_length 32; "
                 "2 Ray Train workers; no speed part")
 

@@ -54,6 +54,9 @@ def describe_plan(*, config: RunConfig, out: str) -> str:
         f"schedule:    warm-up {config.warmup_epochs} epoch(s)"
         f"{f' (adopted from {config.warmup_from}, not trained)' if config.warmup_from else ''}, then {config.rounds} round(s) of "
         f"{config.epochs_per_round} epoch(s): {epochs} epochs, about {steps} optimiser steps per model",
+        f"method:      split {config.split}; losses "
+        + ("weigh every row alike" if config.loss_norm == "rows" else "averaged per subset (R, P, H)")
+        + f"; H trains on {'its given labels' if config.hard_loss == 'given' else 'EmbMix of the model predictions'}",
         f"annotator:   {config.annotator}"
         + (f" ({config.llm_model or 'packaged SmolLM2-135M-Instruct'}"
            f"{', endpoint ' + config.llm_endpoint if config.llm_endpoint else ''}); at most one query per sample"

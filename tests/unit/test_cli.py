@@ -53,6 +53,13 @@ def test_dry_run_prints_plan_without_work(tmp_path):
     assert "800 rows, 6 classes" in res.output
     assert "at most 800" in res.output
     assert "LLM replicas 0-1 (an idle one goes after 60 s)" in res.output  # none held while training
+    assert ("method:      split gmm|class-mean-strong/weak-mean; losses weigh every row alike; H trains on its "
+            "given labels") in res.output
+    method = invoke("run", "--dry-run", "--out", str(out), "--split", "class-mean", "--loss-norm", "subset",
+                    "--hard-loss", "embmix", "--change-min-test-precision", "0")  # the method as published
+    assert ("method:      split class-mean; losses averaged per subset (R, P, H); H trains on EmbMix of the model "
+            "predictions") in method.output
+    assert "changes:     every change the method suggests" in method.output
     assert not out.exists()
 
 
