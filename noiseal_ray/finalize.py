@@ -223,6 +223,14 @@ STAT_KEYS = ("n", "R", "P", "H", "annotated", "annotated_now", "cached_now", "fa
              "changed_wrong", "reviewed", "reviewed_changed", "wrong_unreviewed", "held", "held_wrong")
 
 
+def held_back(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: the rows the round put back in R on their given label because a gate rejected or the
+    reviews refuted their move (``stages.annotate.hold_refuted_moves``); none in a table without the
+    column (no move held, or made by a version that did not mark them)."""
+    n = len(batch["part"])
+    return np.asarray(batch["held_back"], bool) if "held_back" in batch else np.zeros(n, bool)
+
+
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str,
                 gate: ChangeGate | None = None) -> dict[str, np.ndarray]:
     """One row of counts for a batch of a round table; summed over the dataset by the caller.
@@ -235,6 +243,7 @@ def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str
     suggested = final_labels(part=part, given=label, llm=llm, pred=pred, hard_policy=hard_policy, trusted=trusted)
     held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred, pred_prob=batch.get("pred_prob"))
     final = np.where(held, label, suggested)
+    held = held | held_back(batch)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
     wrong = known & (given != clean)

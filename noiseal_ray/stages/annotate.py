@@ -31,7 +31,7 @@ from noiseal_ray.split.table import CLASS_MEAN
 from noiseal_ray.stages.thresholds import SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
-COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "pred_prob", "clean_label", "llm_round", "llm_error", "llm_cached",
+COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "pred_prob", "clean_label", "llm_round", "llm_error", "llm_cached", "held_back",
                  "truncated", "given", "trusted"]
 
 
@@ -96,8 +96,10 @@ class PartitionAnnotate:
 
 
 def hold_refuted_moves(*, batch: dict, refuted: np.ndarray, hard_policy: str) -> dict:
-    """Put back in R (their label kept, trained on as clean) the rows whose final label would apply
-    a move the reviews refute (``refuted`` (C, C) bool, ``noiseal_ray.review.moves``). Return the batch."""
+    """Put back in R (their label kept, trained on as given) the rows whose final label would apply
+    a move the reviews refute or the change gate rejects (``refuted`` (C, C) bool, ``held_moves``),
+    and mark them ``held_back``: the label stays because the evidence did not back the change, so
+    the final labels mark such a row held, for review. Return the batch."""
     from noiseal_ray.finalize import final_labels
     from noiseal_ray.review.moves import hold_refuted
 
@@ -107,6 +109,7 @@ def hold_refuted_moves(*, batch: dict, refuted: np.ndarray, hard_policy: str) ->
                          pred=np.asarray(pred, np.int64), hard_policy=hard_policy)
     held = hold_refuted(label=label, final=final, refuted=refuted)
     batch["part"] = np.where(held, CODES["R"], batch["part"]).astype(batch["part"].dtype)
+    batch["held_back"] = held
     return batch
 
 

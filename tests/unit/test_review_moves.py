@@ -58,6 +58,16 @@ def test_a_round_holds_back_only_the_refuted_moves(hard_policy):
     held_h = R if hard_policy == "strong" else H
     assert out["part"].tolist() == [R, P, P, held_h, R, R]
     assert out["part"].dtype == np.int8
+    # The rows put back are marked, and the final labels count them held (for review), the label kept.
+    assert out["held_back"].tolist() == [True, False, False, hard_policy == "strong", False, True]
+    from noiseal_ray.finalize import batch_stats
+
+    n = len(out["part"])
+    table = {**out, "clean_label": np.array([1, 0, 1, 1, 0, 1]), "llm_round": np.ones(n, np.int64),
+             "llm_error": np.array([""] * n, dtype=object), "llm_cached": np.zeros(n, bool),
+             "truncated": np.zeros(n, bool)}
+    s = batch_stats(table, round_no=1, hard_policy=hard_policy)
+    assert s["held"][0] == out["held_back"].sum() and s["held_wrong"][0] == out["held_back"].sum()
 
 
 def test_move_quotas_make_the_largest_moves_refutable_first():
