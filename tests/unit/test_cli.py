@@ -53,8 +53,8 @@ def test_dry_run_prints_plan_without_work(tmp_path):
     assert "800 rows, 6 classes" in res.output
     assert "at most 800" in res.output
     assert "LLM replicas 0-1 (an idle one goes after 60 s)" in res.output  # none held while training
-    assert ("method:      split gmm|class-mean-strong/weak-mean; losses weigh every row alike; H trains on its "
-            "given labels") in res.output
+    assert ("method:      split gmm|class-mean-strong/weak-mean; losses weigh every row alike; H trains on EmbMix "
+            "of the model predictions") in res.output
     method = invoke("run", "--dry-run", "--out", str(out), "--split", "class-mean", "--loss-norm", "subset",
                     "--hard-loss", "embmix", "--change-min-test-precision", "0")  # the method as published
     assert ("method:      split class-mean; losses averaged per subset (R, P, H); H trains on EmbMix of the model "
@@ -64,16 +64,17 @@ def test_dry_run_prints_plan_without_work(tmp_path):
 
 
 def test_dry_run_says_which_label_changes_the_run_may_make(tmp_path):
-    # The sample ships clean test data, so by default a label moves only to a class the model is
-    # right about more often than not there; 0 turns that off.
+    # The sample ships clean test data, so by default a label g moves to f only where, by the model's
+    # test confusion and how often rows labelled g are f, the row is more likely f than g; 0 turns it off.
     res = invoke("run", "--dry-run", "--out", str(tmp_path / "run"))
     assert res.exit_code == 0, res.output
-    assert ("changes:     a label changes only where the new label's class has precision >= 0.5 on the test data; "
-            "the others stay, marked held") in res.output
+    assert ("changes:     a label changes only where the new label's class has precision >= 0.5 on the test data "
+            "against the given label, weighing how often that label is wrong for it; the others stay, marked held"
+            ) in res.output
     ungated = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--change-min-test-precision", "0")
     assert "changes:     every change the method suggests" in ungated.output
     gated = invoke("run", "--dry-run", "--out", str(tmp_path / "run"), "--change-min-test-precision", "0.5",
-                   "--change-min-prob", "0.8")
+                   "--change-min-prob", "0.8", "--change-precision-scope", "class")
     assert gated.exit_code == 0, gated.output
     assert ("changes:     a label changes only where the final strong model gives the new label p >= 0.8 and the "
             "new label's class has precision >= 0.5 on the test data; the others stay, marked held") in gated.output
