@@ -129,12 +129,12 @@ def vetoes(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _transition_ok(e: dict[str, np.ndarray]) -> np.ndarray:
     """(C, C) bool, ``finalize.transition_moves`` from the test confusion and the final model's
     predictions on the corpus against the given labels (the rows with a trusted label left out)."""
-    from noiseal_ray.finalize import transition_moves
+    from noiseal_ray.finalize import given_pred_counts, transition_moves
 
     k, keep = e["classes"], ~e["trusted"]
-    given_pred = np.zeros((k, k))
-    np.add.at(given_pred, (e["given"][keep], e["preds"][-1][keep]), 1)
-    return transition_moves(confusion=e["test_confusion"], given_pred=given_pred, min_precision=0.5)
+    counts = given_pred_counts({"label": e["given"][keep], "pred": e["preds"][-1][keep]}, num_classes=k)
+    return transition_moves(confusion=e["test_confusion"], given_pred=counts["given_pred"].reshape(k, k),
+                            min_precision=0.5)
 
 
 def _own_vetoes(e: dict[str, np.ndarray], *, changed: np.ndarray, new: np.ndarray) -> dict[str, np.ndarray]:

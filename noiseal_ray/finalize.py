@@ -92,6 +92,13 @@ def precise_moves(*, confusion: np.ndarray | None, min_precision: float, scope: 
     return ok
 
 
+def _pred_given_true(confusion: np.ndarray) -> np.ndarray:
+    """(C, C) P(pred = p | true = t), rows t, from a test confusion matrix (rows true), add-one/C
+    smoothed so that a class with few test rows is not certain of anything."""
+    c = np.asarray(confusion, dtype=np.float64)
+    return (c + 1.0 / len(c)) / (c.sum(1, keepdims=True) + 1.0)
+
+
 def label_posteriors(*, confusion: np.ndarray, given_pred: np.ndarray, iters: int = 200) -> np.ndarray:
     """(C, C) ``w[g, t]``: the estimated share of the rows labelled g whose true label is t.
 
@@ -104,9 +111,8 @@ def label_posteriors(*, confusion: np.ndarray, given_pred: np.ndarray, iters: in
     more often than the test rows say, so the estimate leans to "the label is right": that errs
     towards keeping labels. A class with no rows gets w[g, g] = 1.
     """
-    c = np.asarray(confusion, dtype=np.float64)
-    k = len(c)
-    m = (c + 1.0 / k) / (c.sum(1, keepdims=True) + 1.0)  # P(pred = p | true = t), rows t
+    m = _pred_given_true(confusion)
+    k = len(m)
     q = np.asarray(given_pred, dtype=np.float64)
     w = np.full((k, k), 1.0 / k)
     for _ in range(iters):
@@ -126,10 +132,8 @@ def transition_moves(*, confusion: np.ndarray, given_pred: np.ndarray, min_preci
     (``label_posteriors``: how often a row labelled g is t, and how often the model says f of a t).
     Unlike the "move" scope this weighs the noise itself: where g is never a wrong label for f (the
     noise flips g to f and not back), a row labelled g stays g whatever the model predicts."""
-    c = np.asarray(confusion, dtype=np.float64)
-    k = len(c)
-    m = (c + 1.0 / k) / (c.sum(1, keepdims=True) + 1.0)
-    w = label_posteriors(confusion=c, given_pred=given_pred)
+    m = _pred_given_true(confusion)
+    w = label_posteriors(confusion=confusion, given_pred=given_pred)
     p_f = w * np.diag(m)[None, :]  # [g, f]: w[g, f] * P(pred f | true f)
     p_g = np.diag(w)[:, None] * m  # [g, f]: w[g, g] * P(pred f | true g)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -231,19 +235,32 @@ def held_back(batch: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(batch["held_back"], bool) if "held_back" in batch else np.zeros(n, bool)
 
 
+def gated_final(batch: dict[str, np.ndarray], *, hard_policy: str,
+                gate: ChangeGate | None) -> tuple[np.ndarray, np.ndarray]:
+    """(final, held), both (n,), of a round-table batch: the labels the method suggests
+    (``final_labels``) where the ``gate`` lets them stand, the row's label where it holds them back;
+    ``held`` also marks the rows the round already put back on their label (``held_back``). A
+    ``gate`` with ``min_prob`` needs the batch's ``pred_prob``."""
+    label, pred = batch["label"].astype(np.int64), batch["pred"].astype(np.int64)
+    _, trusted = given_and_trusted(batch)
+    suggested = final_labels(part=batch["part"].astype(np.int64), given=label,
+                             llm=batch["llm_label"].astype(np.int64), pred=pred, hard_policy=hard_policy,
+                             trusted=trusted)
+    prob = batch.get("pred_prob")
+    held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred,
+                                       pred_prob=None if prob is None else np.asarray(prob, np.float64))
+    return np.where(held, label, suggested), held | held_back(batch)
+
+
 def batch_stats(batch: dict[str, np.ndarray], *, round_no: int, hard_policy: str,
                 gate: ChangeGate | None = None) -> dict[str, np.ndarray]:
     """One row of counts for a batch of a round table; summed over the dataset by the caller.
-    A ``gate`` with ``min_prob`` needs the batch's ``pred_prob`` (``final_labels``)."""
+    A ``gate`` with ``min_prob`` needs the batch's ``pred_prob`` (``gated_final``)."""
     part = batch["part"].astype(np.int64)
     label = batch["label"].astype(np.int64)  # trained on: a reviewed row's reviewed label
     given, trusted = given_and_trusted(batch)
     llm = batch["llm_label"].astype(np.int64)
-    pred = batch["pred"].astype(np.int64)
-    suggested = final_labels(part=part, given=label, llm=llm, pred=pred, hard_policy=hard_policy, trusted=trusted)
-    held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred, pred_prob=batch.get("pred_prob"))
-    final = np.where(held, label, suggested)
-    held = held | held_back(batch)
+    final, held = gated_final(batch, hard_policy=hard_policy, gate=gate)
     clean = batch["clean_label"].astype(np.int64)
     known = clean >= 0
     wrong = known & (given != clean)

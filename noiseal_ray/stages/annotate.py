@@ -31,8 +31,8 @@ from noiseal_ray.split.table import CLASS_MEAN
 from noiseal_ray.stages.thresholds import SplitState, assign_parts
 
 TABLE_DROP = ("probs", "embedding")  # scores only this round needs: the round table leaves them out
-COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "pred_prob", "clean_label", "llm_round", "llm_error", "llm_cached", "held_back",
-                 "truncated", "given", "trusted"]
+COUNT_COLUMNS = ["part", "label", "llm_label", "pred", "pred_prob", "clean_label", "llm_round", "llm_error", "llm_cached",
+                 "held_back", "truncated", "given", "trusted"]
 
 
 class PartitionAnnotate:
@@ -191,23 +191,29 @@ def held_moves(*, run: RunContext, gate: ChangeGate, num_classes: int) -> np.nda
 
 def corpus_given_pred(*, run: RunContext, round_no: int) -> np.ndarray | None:
     """(C, C) round ``round_no``'s scored rows counted by (given label, the model's prediction), which
-    the transition scope of the change gate weighs; None where the gate does not need them."""
+    the transition scope of the change gate weighs; None where the gate does not need them. Counted
+    once, when the round is partitioned; the round's manifest entry keeps them (``given_pred``), so the
+    final labels' gate, on the last round, reads them back instead of a second pass over the rows."""
     c = run.config
     if c.change_precision_scope != "transition" or c.min_test_precision() <= 0:
         return None
+    recorded = run.manifest.round_entry(partition_key(round_no=round_no)).get("given_pred")
+    if recorded is not None:
+        return np.asarray(recorded, np.float64)
     k = len(run.manifest.label_names)
     sums = reduce_sum(read_dir(path=run.round_dir(round_no) / "scored", columns=["label", "pred"]),
                       given_pred_counts, num_classes=k)
     return np.asarray(sums.get("given_pred", np.zeros(k * k)), np.float64).reshape(k, k)
 
 
-def round_gate(*, run: RunContext, round_no: int) -> ChangeGate:
-    """The change gate of round ``round_no``'s table, scored by the model of fit ``round_no`` - 1."""
+def round_gate(*, run: RunContext, round_no: int, given_pred: np.ndarray | None) -> ChangeGate:
+    """The change gate of round ``round_no``'s table, scored by the model of fit ``round_no`` - 1
+    (``given_pred``: that table's ``corpus_given_pred``)."""
     c = run.config
     try:
         return gate_from(min_prob=c.change_min_prob, min_test_precision=c.min_test_precision(),
                          scope=c.change_precision_scope, fit_entry=run.manifest.round_entry(train_key(round_no=round_no - 1)),
-                         given_pred=corpus_given_pred(run=run, round_no=round_no))
+                         given_pred=given_pred)
     except ValueError:
         # No matrix for the model that scored this round: a warm-up that was never fit (warmup_epochs 0)
         # or one fit by a version that did not record it. Round 1 goes ungated by test precision; the
@@ -263,7 +269,8 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         return
     config, names = run.config, run.manifest.label_names
     scored, c = run.round_dir(round_no) / "scored", len(names)
-    gate = round_gate(run=run, round_no=round_no)
+    given_pred = corpus_given_pred(run=run, round_no=round_no)
+    gate = round_gate(run=run, round_no=round_no, given_pred=given_pred)
     with run.progress.stage(f"{run.tag(round_no)} partition + annotate ({config.annotator})") as st:
         pool = demo_pool(scored_dir=scored, split=state.current, num_classes=c,
                          per_class=config.demo_pool_per_class_for(c), seed=config.seed + round_no)
@@ -291,4 +298,6 @@ def partition_annotate_stage(*, run: RunContext, round_no: int, state: SplitStat
         summary["split"] = {"rule": state.rule, "noise_rate": saved["noise_rate"],
                             "fallback_classes": [] if cur.today is None else np.flatnonzero(cur.today).tolist()}
     summary["demo_pool"] = len(pool)
+    if given_pred is not None:  # the transition gate's evidence, read again by the final labels' gate
+        summary["given_pred"] = given_pred.astype(np.int64).tolist()
     run.manifest.mark_round(stage, key=partition_key(round_no=round_no), entry=summary)

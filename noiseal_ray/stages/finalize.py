@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from noiseal_ray.config import RunConfig
-from noiseal_ray.finalize import ChangeGate, final_labels, gate_from, given_and_trusted, held_back
+from noiseal_ray.finalize import ChangeGate, gate_from, gated_final, given_and_trusted
 from noiseal_ray.rundir import LABELS, MODEL, Manifest, atomic_write_json, partition_key, train_key
 from noiseal_ray.stages.context import RunContext
 from noiseal_ray.stages.tables import read_dir, write_dir
@@ -39,13 +39,8 @@ def _to_labels(b: dict, *, label_names: list[str], hard_policy: str, has_clean: 
     ``held``: a change the method suggested that the ``gate`` held back (the label stays)."""
     names = np.array(label_names, dtype=object)
     given, trusted = given_and_trusted(b)
-    llm, label, pred = b["llm_label"].astype(np.int64), b["label"].astype(np.int64), b["pred"].astype(np.int64)
-    suggested = final_labels(part=b["part"].astype(np.int64), given=label, llm=llm, pred=pred,
-                             hard_policy=hard_policy, trusted=trusted)
-    held = (gate or ChangeGate()).held(suggested=suggested, given=label, pred=pred,
-                                       pred_prob=b["pred_prob"].astype(np.float64))
-    final = np.where(held, label, suggested)
-    held = held | held_back(b)  # rows the last round already put back on their given label
+    llm = b["llm_label"].astype(np.int64)
+    final, held = gated_final(b, hard_policy=hard_policy, gate=gate)
     cols = {
         "id": b["id"], "text": b["text"], "given_label": names[given], "final_label": names[final],
         "partition": PART_NAMES[b["part"].astype(np.int64)],

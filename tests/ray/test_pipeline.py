@@ -179,6 +179,7 @@ def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_
     the final changes, only those the final strong model predicts at p >= the threshold, on a precise
     move, stand; the others keep the given label and are marked held (and counted in metrics)."""
     from noiseal_ray.finalize import ChangeGate, final_labels, precise_moves
+    from noiseal_ray.rundir import partition_key
 
     out, _ = tiny_run
     a = read_labels(out)
@@ -198,6 +199,9 @@ def test_the_change_gate_holds_back_the_changes_its_evidence_does_not_back(tiny_
         given_pred = np.zeros((len(fits[0]),) * 2)  # the table's rows are the scored rows the gate counted
         np.add.at(given_pred, (given, tab["pred"].to_numpy(np.int64)), 1)
         ok = precise_moves(confusion=fits[r - 1], min_precision=0.5, scope=scope, given_pred=given_pred)
+        # The transition gate's counts are kept with the round (the final labels' gate reads them back).
+        recorded = manifest["rounds"][partition_key(round_no=r)].get("given_pred")
+        assert (recorded == given_pred.astype(int).tolist()) if scope == "transition" else recorded is None
         suggested = final_labels(part=tab["part"].to_numpy(np.int64), given=given,
                                  llm=tab["llm_label"].to_numpy(np.int64), pred=tab["pred"].to_numpy(np.int64),
                                  hard_policy="strong")
